@@ -1,0 +1,4 @@
+DROP TABLE items;
+DROP TABLE payments;
+DROP TABLE deliveries;
+DROP TABLE orders;

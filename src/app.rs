@@ -1,0 +1,226 @@
+//! The whole service wired together: what `examples/server.rs` runs, and
+//! what the integration tests spawn.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::cache::Cache;
+use crate::health::Readiness;
+use crate::http::{router, Api};
+use crate::ingest::{IngestConfig, IngestError, Ingestor};
+use crate::metrics::Metrics;
+use crate::store::{redact_url, Store, StoreConfig, StoreError};
+
+/// How many restored orders are published to the cache per swap.
+const RESTORE_CHUNK: usize = 50_000;
+
+/// Everything [`run`] needs to know.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// PostgreSQL settings.
+    pub store: StoreConfig,
+    /// NATS server URL(s), comma separated.
+    pub nats_url: String,
+    /// Stream, subject and consumer names, and batch tuning.
+    pub ingest: IngestConfig,
+    /// How long to keep trying to reach PostgreSQL and NATS at start.
+    pub startup_timeout: Duration,
+    /// How long shutdown may wait for open HTTP connections.
+    pub shutdown_timeout: Duration,
+}
+
+impl AppConfig {
+    /// Settings with default names and timeouts.
+    pub fn new(database_url: impl Into<String>, nats_url: impl Into<String>) -> AppConfig {
+        AppConfig {
+            store: StoreConfig::new(database_url),
+            nats_url: nats_url.into(),
+            ingest: IngestConfig::default(),
+            startup_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// PostgreSQL did not answer within the start-up timeout.
+    #[error("cannot reach PostgreSQL at {url} within {timeout:?}: {source}")]
+    Postgres {
+        /// The URL, password redacted.
+        url: String,
+        /// How long we tried.
+        timeout: Duration,
+        /// The last failure.
+        #[source]
+        source: StoreError,
+    },
+    /// Migrations or another start-up query failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// NATS did not answer within the start-up timeout.
+    #[error("cannot reach NATS at {url} within {timeout:?}: {source}")]
+    Nats {
+        /// The URL.
+        url: String,
+        /// How long we tried.
+        timeout: Duration,
+        /// The last failure.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The streams or consumer could not be set up.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+/// Runs the service until `shutdown` completes: connects to PostgreSQL and
+/// NATS (giving up after `startup_timeout`), applies migrations, sets up the
+/// streams, serves HTTP on `listener` (`/readyz` answers 503 until the cache
+/// is restored), restores the cache, then consumes orders.
+///
+/// On shutdown it stops pulling, finishes and acknowledges the batch in
+/// flight, closes the HTTP server and drains the NATS connection.
+///
+/// # Errors
+///
+/// [`AppError`] when a dependency cannot be reached or set up at start.
+pub async fn run(
+    listener: TcpListener,
+    config: AppConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let shutdown = shutdown.shared();
+    let deadline = Instant::now() + config.startup_timeout;
+
+    let store = Store::new(config.store.clone())?;
+    wait_for_postgres(&store, &config, deadline).await?;
+    store.migrate().await?;
+    let nats = connect_nats(&config, deadline).await?;
+    let js = async_nats::jetstream::new(nats.clone());
+
+    let cache = Cache::new();
+    let metrics = Metrics::new();
+    let ingestor = Ingestor::new(
+        js,
+        store.clone(),
+        cache.clone(),
+        metrics.clone(),
+        config.ingest.clone(),
+    )
+    .await?;
+
+    let readiness = Readiness::new()
+        .with_store(store.clone())
+        .with_nats(nats.clone());
+    let api = Api::new(cache.clone(), metrics.clone(), readiness.clone()).with_store(store.clone());
+    let addr = listener.local_addr().ok();
+    let server = tokio::spawn(
+        warp::serve(router(api))
+            .incoming(listener)
+            .graceful(shutdown.clone())
+            .run(),
+    );
+    info!(?addr, "listening");
+
+    let restored = tokio::select! {
+        biased;
+        () = shutdown.clone() => None,
+        r = restore(&store, &cache) => Some(r?),
+    };
+    if let Some(count) = restored {
+        metrics.cache_orders(cache.len());
+        readiness.mark_restored();
+        info!(orders = count, "cache restored; consuming");
+        ingestor.run(shutdown.clone()).await;
+    }
+
+    info!("shutting down");
+    if tokio::time::timeout(config.shutdown_timeout, server)
+        .await
+        .is_err()
+    {
+        warn!("open HTTP connections did not close in time");
+    }
+    if let Err(e) = nats.drain().await {
+        warn!(error = %e, "NATS drain failed");
+    }
+    Ok(())
+}
+
+/// Fills `cache` with every stored order and the recent list.
+///
+/// # Errors
+///
+/// When PostgreSQL fails during the scan.
+pub async fn restore(store: &Store, cache: &Cache) -> Result<usize, StoreError> {
+    let started = Instant::now();
+    let mut chunk = Vec::with_capacity(RESTORE_CHUNK);
+    let count = store
+        .scan(|order| {
+            chunk.push((order.order_uid.clone(), order.to_json()));
+            if chunk.len() == RESTORE_CHUNK {
+                cache.fill(std::mem::take(&mut chunk));
+            }
+        })
+        .await?;
+    cache.fill(chunk);
+    cache.set_recent(store.recent(crate::cache::RECENT as i64).await?);
+    info!(orders = count, took = ?started.elapsed(), "restored cache from PostgreSQL");
+    Ok(count)
+}
+
+async fn wait_for_postgres(
+    store: &Store,
+    config: &AppConfig,
+    deadline: Instant,
+) -> Result<(), AppError> {
+    loop {
+        match store.ping().await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(AppError::Postgres {
+                    url: redact_url(&config.store.database_url),
+                    timeout: config.startup_timeout,
+                    source: e,
+                })
+            }
+            Err(e) => {
+                warn!(error = %e, "waiting for PostgreSQL");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+async fn connect_nats(
+    config: &AppConfig,
+    deadline: Instant,
+) -> Result<async_nats::Client, AppError> {
+    loop {
+        let attempt = async_nats::ConnectOptions::new()
+            .name("order_cache")
+            .connection_timeout(Duration::from_secs(2))
+            .connect(config.nats_url.as_str())
+            .await;
+        match attempt {
+            Ok(client) => return Ok(client),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(AppError::Nats {
+                    url: config.nats_url.clone(),
+                    timeout: config.startup_timeout,
+                    source: e,
+                })
+            }
+            Err(e) => {
+                warn!(error = %e, "waiting for NATS");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The in-memory order cache: immutable snapshots published through
+//! `arc-swap`, so readers never lock.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::model::{Order, OrderUid};
+
+/// How many recent ids a snapshot remembers, for the web page's list.
+pub const RECENT: usize = 20;
+
+/// Every known order's response bytes, keyed by id. Cheap to clone: clones
+/// share the same cache.
+///
+/// Reads load the current [`Snapshot`] without locking. Writers build the
+/// next snapshot from the current one (a persistent map, so this copies
+/// O(log n) nodes per insert, not the whole map) and publish it with one
+/// atomic swap per batch.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::{Cache, Order};
+///
+/// let cache = Cache::new();
+/// let order = Order::decode(include_bytes!("../examples/example.json")).unwrap();
+/// cache.insert_orders(std::slice::from_ref(&order));
+/// let body = cache.get("b563feb7b2b84b6test").unwrap();
+/// assert_eq!(serde_json::from_slice::<Order>(&body).unwrap(), order);
+/// ```
+#[derive(Clone, Default)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    current: ArcSwap<Snapshot>,
+    // Serialises writers so that none of them redoes work after losing a
+    // compare-and-swap race; readers never touch it.
+    writer: Mutex<()>,
+}
+
+/// One immutable state of the [`Cache`].
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    orders: imbl::HashMap<Arc<str>, Bytes>,
+    recent: imbl::Vector<Arc<str>>,
+}
+
+impl Snapshot {
+    /// The response bytes of the order with this id.
+    pub fn get(&self, uid: &str) -> Option<&Bytes> {
+        self.orders.get(uid)
+    }
+
+    /// How many orders the snapshot holds.
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// Whether the snapshot holds no order.
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    /// Ids of the most recently inserted orders, newest first.
+    pub fn recent(&self) -> impl Iterator<Item = &str> {
+        self.recent.iter().map(|s| &**s)
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// An empty cache.
+    pub fn new() -> Cache {
+        Cache::default()
+    }
+
+    /// The current snapshot. Holding it keeps that state alive; it never
+    /// changes under the holder.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.current.load_full()
+    }
+
+    /// The response bytes of the order with this id.
+    pub fn get(&self, uid: &str) -> Option<Bytes> {
+        self.inner.current.load().get(uid).cloned()
+    }
+
+    /// How many orders are cached.
+    pub fn len(&self) -> usize {
+        self.inner.current.load().len()
+    }
+
+    /// Whether no order is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Serialises and inserts orders, in one swap.
+    pub fn insert_orders(&self, orders: &[Order]) {
+        self.insert(
+            orders
+                .iter()
+                .map(|o| (o.order_uid.clone(), o.to_json()))
+                .collect::<Vec<_>>(),
+        );
+    }
+
+    /// Inserts ready response bytes, in one swap; the last entries count as
+    /// the most recent. An id already cached keeps its first bytes: stored
+    /// orders never change.
+    pub fn insert(&self, entries: impl IntoIterator<Item = (OrderUid, Bytes)>) {
+        self.update(entries, true);
+    }
+
+    /// Like [`Cache::insert`], for orders read back from PostgreSQL (a
+    /// restore, or a miss another instance stored): they do not count as
+    /// recent.
+    pub fn fill(&self, entries: impl IntoIterator<Item = (OrderUid, Bytes)>) {
+        self.update(entries, false);
+    }
+
+    /// Sets the list of recent ids, newest first, e.g. after a restore.
+    pub fn set_recent(&self, ids: impl IntoIterator<Item = OrderUid>) {
+        let _writer = self.lock_writer();
+        let mut next = Snapshot::clone(&self.inner.current.load());
+        next.recent = ids
+            .into_iter()
+            .take(RECENT)
+            .map(|id| Arc::from(id.as_str()))
+            .collect();
+        self.inner.current.store(Arc::new(next));
+    }
+
+    fn update(&self, entries: impl IntoIterator<Item = (OrderUid, Bytes)>, recent: bool) {
+        let _writer = self.lock_writer();
+        let mut next = Snapshot::clone(&self.inner.current.load());
+        let mut changed = false;
+        for (uid, bytes) in entries {
+            let key: Arc<str> = Arc::from(uid.as_str());
+            if next.orders.contains_key(&key) {
+                continue;
+            }
+            next.orders.insert(key.clone(), bytes);
+            if recent {
+                next.recent.push_front(key);
+            }
+            changed = true;
+        }
+        if changed {
+            next.recent.truncate(RECENT);
+            self.inner.current.store(Arc::new(next));
+        }
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded value is (), so a panic elsewhere cannot leave it
+        // inconsistent: recover from poisoning.
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> (OrderUid, Bytes) {
+        (
+            OrderUid::parse(id).unwrap(),
+            Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+        )
+    }
+
+    #[test]
+    fn a_batch_is_published_at_once_and_old_snapshots_stay_intact() {
+        let cache = Cache::new();
+        cache.insert([entry("a")]);
+        let before = cache.snapshot();
+        cache.insert([entry("b"), entry("c")]);
+        assert_eq!(before.len(), 1);
+        assert!(before.get("b").is_none());
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get("c").unwrap(), Bytes::from("{\"id\":\"c\"}"));
+    }
+
+    #[test]
+    fn the_first_bytes_of_an_id_win() {
+        let cache = Cache::new();
+        cache.insert([entry("a")]);
+        cache.insert([(OrderUid::parse("a").unwrap(), Bytes::from("other"))]);
+        assert_eq!(cache.get("a").unwrap(), Bytes::from("{\"id\":\"a\"}"));
+    }
+
+    #[test]
+    fn recent_lists_newest_first_and_is_bounded() {
+        let cache = Cache::new();
+        for i in 0..(RECENT + 5) {
+            cache.insert([entry(&format!("o{i}"))]);
+        }
+        cache.fill([entry("restored")]);
+        let snap = cache.snapshot();
+        let recent: Vec<&str> = snap.recent().collect();
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(recent[0], format!("o{}", RECENT + 4));
+        assert!(!recent.contains(&"restored"));
+    }
+}

@@ -1,0 +1,425 @@
+//! The HTTP API and web page, as a warp filter to mount anywhere.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /orders/{order_uid}` | 200 the order as JSON; 400 for an id that can never be valid; 404 for an unknown one |
+//! | `GET /getOrder?id={order_uid}` | the same |
+//! | `GET /orders` | 200 `{"orders": [ids, newest first]}`: the most recent orders |
+//! | `GET /` | the web page; `/?id={order_uid}` opens that order |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 once the cache is restored and PostgreSQL and NATS answer, else 503 |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Errors are JSON: `{"error": "not_found", "message": "..."}`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use warp::http::header::{self, HeaderMap, HeaderValue};
+use warp::http::{Response, StatusCode};
+use warp::{Filter, Rejection, Reply};
+
+use crate::cache::Cache;
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+use crate::model::{OrderUid, Problem};
+use crate::store::{Store, StoreError};
+
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const APP_JS: &str = include_str!("../static/app.js");
+const STYLE_CSS: &str = include_str!("../static/style.css");
+
+/// How long an id that PostgreSQL did not have is answered 404 from memory,
+/// so a flood of unknown ids does not become a flood of queries.
+const MISS_TTL: Duration = Duration::from_secs(1);
+/// Most remembered misses; the memory is cleared when full.
+const MISS_CAP: usize = 100_000;
+
+/// Everything the routes need. Cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::{router, Api, Cache, Metrics, Readiness};
+/// use warp::Filter;
+///
+/// let api = Api::new(Cache::new(), Metrics::new(), Readiness::new());
+/// // Mounted under a prefix, beside the host's own routes.
+/// let app = warp::path("orders-api")
+///     .and(router(api))
+///     .or(warp::path("hello").map(|| "hi"));
+/// # let _ = app;
+/// ```
+#[derive(Clone)]
+pub struct Api {
+    cache: Cache,
+    store: Option<Store>,
+    metrics: Metrics,
+    readiness: Readiness,
+    misses: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// Routes serving from `cache` alone.
+    pub fn new(cache: Cache, metrics: Metrics, readiness: Readiness) -> Api {
+        Api {
+            cache,
+            store: None,
+            metrics,
+            readiness,
+            misses: Arc::default(),
+        }
+    }
+
+    /// Look up cache misses in PostgreSQL too, so that an order stored by
+    /// another instance is served here as well (and cached).
+    pub fn with_store(mut self, store: Store) -> Api {
+        self.store = Some(store);
+        self
+    }
+
+    async fn lookup(&self, uid: &OrderUid) -> Result<Option<Bytes>, StoreError> {
+        if let Some(bytes) = self.cache.get(uid.as_str()) {
+            return Ok(Some(bytes));
+        }
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        if self.missed_recently(uid) {
+            return Ok(None);
+        }
+        match store.get(uid).await? {
+            Some(order) => {
+                let bytes = order.to_json();
+                self.cache.fill([(uid.clone(), bytes.clone())]);
+                Ok(Some(bytes))
+            }
+            None => {
+                self.remember_miss(uid);
+                Ok(None)
+            }
+        }
+    }
+
+    fn missed_recently(&self, uid: &OrderUid) -> bool {
+        let misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+        misses
+            .get(uid.as_str())
+            .is_some_and(|at| at.elapsed() < MISS_TTL)
+    }
+
+    fn remember_miss(&self, uid: &OrderUid) {
+        let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+        if misses.len() >= MISS_CAP {
+            misses.clear();
+        }
+        misses.insert(uid.as_str().to_owned(), Instant::now());
+    }
+}
+
+/// Why a request failed, as the JSON error body says it.
+#[derive(Debug)]
+enum ApiError {
+    InvalidId(Problem),
+    NotFound(OrderUid),
+    Unavailable(StoreError),
+}
+
+impl warp::reject::Reject for ApiError {}
+
+/// The JSON body of every error answer.
+#[derive(Serialize)]
+struct ErrorBody {
+    error: &'static str,
+    message: String,
+}
+
+/// All routes, with their error handling, security headers and metrics.
+pub fn router(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let metrics = api.metrics.clone();
+    let routes = order(api.clone())
+        .or(get_order(api.clone()))
+        .or(recent(api.clone()))
+        .or(page())
+        .or(healthz())
+        .or(readyz(api.clone()))
+        .or(metrics_route(api));
+    routes
+        .recover(recover)
+        .with(warp::reply::with::headers(security_headers()))
+        .with(warp::log::custom(move |info| {
+            metrics.http(route_label(info.path()), info.status().as_u16());
+        }))
+}
+
+fn with_api(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clone {
+    warp::any().map(move || api.clone())
+}
+
+/// `GET /orders/{order_uid}`; the id is the whole rest of the path.
+fn order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path("orders"))
+        .and(warp::path::tail())
+        .and(with_api(api))
+        .and_then(|tail: warp::path::Tail, api: Api| async move {
+            serve_order(&api, tail.as_str()).await
+        })
+}
+
+#[derive(Deserialize)]
+struct IdQuery {
+    id: Option<String>,
+}
+
+/// `GET /getOrder?id={order_uid}`.
+fn get_order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path("getOrder"))
+        .and(warp::path::end())
+        .and(warp::query::<IdQuery>())
+        .and(with_api(api))
+        .and_then(|q: IdQuery, api: Api| async move {
+            serve_order(&api, q.id.as_deref().unwrap_or("")).await
+        })
+}
+
+async fn serve_order(api: &Api, id: &str) -> Result<Response<Bytes>, Rejection> {
+    let uid = OrderUid::parse(id).map_err(|p| warp::reject::custom(ApiError::InvalidId(p)))?;
+    match api.lookup(&uid).await {
+        Ok(Some(bytes)) => Ok(json_response(StatusCode::OK, bytes)),
+        Ok(None) => Err(warp::reject::custom(ApiError::NotFound(uid))),
+        Err(e) => Err(warp::reject::custom(ApiError::Unavailable(e))),
+    }
+}
+
+#[derive(Serialize)]
+struct Recent<'a> {
+    orders: Vec<&'a str>,
+}
+
+/// `GET /orders`: the most recent ids.
+fn recent(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path("orders"))
+        .and(warp::path::end())
+        .and(with_api(api))
+        .map(|api: Api| {
+            let snapshot = api.cache.snapshot();
+            warp::reply::json(&Recent {
+                orders: snapshot.recent().collect(),
+            })
+        })
+}
+
+/// The page and its assets. `/?id=…` is handled by the page's script.
+fn page() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let index = warp::path::end()
+        .and(warp::path::full())
+        .map(|full: warp::path::FullPath| {
+            // Mounted under a prefix, `/prefix` must become `/prefix/` so
+            // the page's relative URLs resolve inside the prefix.
+            if full.as_str().ends_with('/') {
+                static_reply(INDEX_HTML, "text/html; charset=utf-8")
+            } else {
+                let mut location = format!("{}/", full.as_str());
+                if location.starts_with("//") {
+                    location = "/".into();
+                }
+                Response::builder()
+                    .status(StatusCode::PERMANENT_REDIRECT)
+                    .header(header::LOCATION, location)
+                    .body(Bytes::new())
+                    .unwrap_or_default()
+            }
+        });
+    let js = warp::path("app.js")
+        .and(warp::path::end())
+        .map(|| static_reply(APP_JS, "text/javascript; charset=utf-8"));
+    let css = warp::path("style.css")
+        .and(warp::path::end())
+        .map(|| static_reply(STYLE_CSS, "text/css; charset=utf-8"));
+    warp::get().and(index.or(js).unify().or(css).unify())
+}
+
+fn healthz() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path("healthz"))
+        .and(warp::path::end())
+        .map(|| json_response(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")))
+}
+
+#[derive(Serialize)]
+struct ReadyBody {
+    ready: bool,
+    failing: Vec<&'static str>,
+}
+
+fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path("readyz"))
+        .and(warp::path::end())
+        .and(with_api(api))
+        .then(|api: Api| async move {
+            let failing = api.readiness.failing().await;
+            let status = if failing.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = ReadyBody {
+                ready: failing.is_empty(),
+                failing,
+            };
+            json_response(status, to_json(&body))
+        })
+}
+
+fn metrics_route(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path("metrics"))
+        .and(warp::path::end())
+        .and(with_api(api))
+        .map(|api: Api| {
+            api.metrics.cache_orders(api.cache.len());
+            Response::builder()
+                .header(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+                .body(api.metrics.render())
+                .unwrap_or_default()
+        })
+}
+
+async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
+    let (status, error, message) = if let Some(e) = rejection.find::<ApiError>() {
+        match e {
+            ApiError::InvalidId(p) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_id",
+                format!("an order id {p}"),
+            ),
+            ApiError::NotFound(uid) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no order with id {uid}"),
+            ),
+            ApiError::Unavailable(e) => {
+                tracing::warn!(error = %e, "order lookup failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the order is not cached and storage is unavailable; retry later".into(),
+                )
+            }
+        }
+    } else if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "no_route", "no such route".into())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "only GET is served".into(),
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{rejection:?}"),
+        )
+    };
+    let body = to_json(&ErrorBody { error, message });
+    Ok(json_response(status, body))
+}
+
+fn to_json(value: &impl Serialize) -> Bytes {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .unwrap_or_default()
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn static_reply(body: &'static str, content_type: &'static str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Sent with every answer: orders are untrusted, so the page may run only
+/// its own script, and nothing may be sniffed into HTML.
+fn security_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+             img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h
+}
+
+/// A bounded set of labels, whatever paths clients send.
+fn route_label(path: &str) -> &'static str {
+    let mut segments = path.trim_end_matches('/').rsplit('/');
+    let last = segments.next().unwrap_or("");
+    let before = segments.next().unwrap_or("");
+    match (before, last) {
+        ("orders", _) => "/orders/{order_uid}",
+        (_, "orders") => "/orders",
+        (_, "getOrder") => "/getOrder",
+        (_, "healthz") => "/healthz",
+        (_, "readyz") => "/readyz",
+        (_, "metrics") => "/metrics",
+        (_, "app.js" | "style.css") => "/assets",
+        (_, "") => "/",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn route_labels_are_bounded() {
+        assert_eq!(route_label("/orders/abc"), "/orders/{order_uid}");
+        assert_eq!(route_label("/api/orders/abc"), "/orders/{order_uid}");
+        assert_eq!(route_label("/orders"), "/orders");
+        assert_eq!(route_label("/"), "/");
+        assert_eq!(route_label("/getOrder"), "/getOrder");
+        assert_eq!(route_label("/x/y/z"), "other");
+    }
+}

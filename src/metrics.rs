@@ -1,0 +1,173 @@
+//! Prometheus metrics, kept in a registry owned by the service (no global
+//! state), rendered as text at `GET /metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The service's counters. Cheap to clone: clones share the same registry.
+///
+/// | metric | type | labels |
+/// |---|---|---|
+/// | `order_cache_orders_ingested_total` | counter | |
+/// | `order_cache_orders_duplicate_total` | counter | |
+/// | `order_cache_orders_rejected_total` | counter | `reason` |
+/// | `order_cache_cache_orders` | gauge | |
+/// | `order_cache_http_requests_total` | counter | `route`, `status` |
+/// | `order_cache_ingest_batch_seconds` | histogram | |
+/// | `order_cache_ingest_batch_size` | histogram | |
+/// | `order_cache_store_errors_total` | counter | |
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    ingested: Counter,
+    duplicates: Counter,
+    rejected: Family<ReasonLabel, Counter>,
+    cache_orders: Gauge,
+    http: Family<HttpLabels, Counter>,
+    batch_seconds: Histogram,
+    batch_size: Histogram,
+    store_errors: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    status: u16,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("order_cache");
+        let ingested = Counter::default();
+        let duplicates = Counter::default();
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        let cache_orders = Gauge::default();
+        let http = Family::<HttpLabels, Counter>::default();
+        let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let store_errors = Counter::default();
+        registry.register(
+            "orders_ingested",
+            "Orders newly stored and cached",
+            ingested.clone(),
+        );
+        registry.register(
+            "orders_duplicate",
+            "Valid orders whose id was already stored",
+            duplicates.clone(),
+        );
+        registry.register(
+            "orders_rejected",
+            "Messages dead-lettered, by reason",
+            rejected.clone(),
+        );
+        registry.register("cache_orders", "Orders in the cache", cache_orders.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http.clone(),
+        );
+        registry.register(
+            "ingest_batch_seconds",
+            "Time to process one batch of messages",
+            batch_seconds.clone(),
+        );
+        registry.register(
+            "ingest_batch_size",
+            "Messages per processed batch",
+            batch_size.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Batches that failed to reach PostgreSQL",
+            store_errors.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                ingested,
+                duplicates,
+                rejected,
+                cache_orders,
+                http,
+                batch_seconds,
+                batch_size,
+                store_errors,
+            }),
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    pub(crate) fn ingested(&self, n: usize) {
+        self.inner.ingested.inc_by(n as u64);
+    }
+
+    pub(crate) fn duplicates(&self, n: usize) {
+        self.inner.duplicates.inc_by(n as u64);
+    }
+
+    pub(crate) fn rejected(&self, reason: &'static str) {
+        self.inner
+            .rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub(crate) fn cache_orders(&self, n: usize) {
+        self.inner
+            .cache_orders
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn http(&self, route: &'static str, status: u16) {
+        self.inner
+            .http
+            .get_or_create(&HttpLabels { route, status })
+            .inc();
+    }
+
+    pub(crate) fn batch(&self, size: usize, took: Duration) {
+        self.inner.batch_seconds.observe(took.as_secs_f64());
+        self.inner.batch_size.observe(size as f64);
+    }
+
+    pub(crate) fn store_error(&self) {
+        self.inner.store_errors.inc();
+    }
+}

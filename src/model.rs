@@ -1,0 +1,570 @@
+//! The order as it travels on the wire, and the rules a payload must pass to
+//! become one.
+//!
+//! A message becomes an [`Order`] through [`Order::decode`], or a typed
+//! [`Rejection`] that says why not. Nothing else in the crate ever sees an
+//! unchecked payload.
+//!
+//! # Validation rules
+//!
+//! A payload is rejected when:
+//!
+//! | rule | rejection |
+//! |---|---|
+//! | it is empty, or only white space | [`Rejection::Empty`] |
+//! | it is larger than [`MAX_PAYLOAD_BYTES`] (1 MiB, NATS' default max payload) | [`Rejection::TooLarge`] |
+//! | it is not UTF-8 | [`Rejection::NotUtf8`] |
+//! | it is not JSON (syntax error, truncated, trailing data, lone surrogates, nesting deeper than 128) | [`Rejection::Syntax`] |
+//! | it is JSON but not the shape of `examples/example.json`: not an object, a field missing, an unknown field (nothing is silently dropped), a field given twice, a wrong type (a number as a string, a float where an integer belongs, an integer beyond 64 bits) | [`Rejection::Shape`] |
+//! | `order_uid` is empty, longer than [`MAX_UID_LEN`] (64) bytes, or has a character outside `A-Z a-z 0-9 _ -` (so every stored order can be served at `/orders/{order_uid}` without escaping) | [`Rejection::Invalid`] |
+//! | any text field holds a NUL character (PostgreSQL cannot store it) or is longer than [`MAX_TEXT_LEN`] (1,024) bytes | [`Rejection::Invalid`] |
+//! | `items` is empty or has more than [`MAX_ITEMS`] (1,000) entries | [`Rejection::Invalid`] |
+//! | a money amount, id or timestamp is negative: `payment.amount`, `payment.payment_dt`, `payment.delivery_cost`, `payment.goods_total`, `payment.custom_fee`, `items[].chrt_id`, `items[].price`, `items[].total_price`, `items[].nm_id` | [`Rejection::Invalid`] |
+//! | `sm_id` or `items[].status` is negative or beyond a 32-bit integer | [`Rejection::Invalid`] |
+//! | `items[].sale` (a percentage) is outside 0..=100 | [`Rejection::Invalid`] |
+//! | `date_created` is not an RFC 3339 UTC time in canonical form: `2021-11-26T06:22:19Z`, or with 3 or 6 fractional digits (`…19.500Z`, `…19.500001Z`) when the time is not whole seconds | [`Rejection::Invalid`] |
+//!
+//! The canonical date form is required, rather than any RFC 3339 spelling being
+//! normalised, so that an accepted order is always served back as exactly the
+//! JSON value that was accepted.
+//!
+//! PostgreSQL enforces the same rules again with `CHECK` constraints, so a row
+//! that reaches the database by another path cannot break them either.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Largest payload accepted, in bytes (NATS' default `max_payload`).
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Longest `order_uid`, in bytes.
+pub const MAX_UID_LEN: usize = 64;
+/// Longest text field other than `order_uid`, in bytes.
+pub const MAX_TEXT_LEN: usize = 1024;
+/// Most items one order may carry.
+pub const MAX_ITEMS: usize = 1000;
+
+/// An order, field for field the shape of `examples/example.json`.
+///
+/// Build one from bytes with [`Order::decode`], which applies every rule in the
+/// [module documentation](self); serialise it with `serde_json` to get the same
+/// JSON value back.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::Order;
+///
+/// let bytes = include_bytes!("../examples/example.json");
+/// let order = Order::decode(bytes).unwrap();
+/// assert_eq!(order.order_uid.as_str(), "b563feb7b2b84b6test");
+/// assert_eq!(order.items.len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Draft")]
+pub struct Order {
+    /// The order's unique id; also its URL: `/orders/{order_uid}`.
+    pub order_uid: OrderUid,
+    /// Tracking number of the shipment.
+    pub track_number: String,
+    /// Entry point code.
+    pub entry: String,
+    /// Where and to whom the order goes.
+    pub delivery: Delivery,
+    /// How the order was paid.
+    pub payment: Payment,
+    /// The goods, in the order given.
+    pub items: Vec<Item>,
+    /// Customer's locale.
+    pub locale: String,
+    /// Internal signature.
+    pub internal_signature: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// Delivery service name.
+    pub delivery_service: String,
+    /// Shard key.
+    pub shardkey: String,
+    /// Service id.
+    pub sm_id: i64,
+    /// When the order was created.
+    pub date_created: Timestamp,
+    /// Out-of-frame shard.
+    pub oof_shard: String,
+}
+
+/// An order as parsed, before the id and date have been checked: the checks
+/// run in [`Order::try_from`] so that their failures name the field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Draft {
+    order_uid: String,
+    track_number: String,
+    entry: String,
+    delivery: Delivery,
+    payment: Payment,
+    items: Vec<Item>,
+    locale: String,
+    internal_signature: String,
+    customer_id: String,
+    delivery_service: String,
+    shardkey: String,
+    sm_id: i64,
+    date_created: String,
+    oof_shard: String,
+}
+
+impl TryFrom<Draft> for Order {
+    type Error = Rejection;
+
+    fn try_from(d: Draft) -> Result<Order, Rejection> {
+        let order = Order {
+            order_uid: OrderUid::parse(&d.order_uid)
+                .map_err(|p| Rejection::invalid("order_uid", p))?,
+            track_number: d.track_number,
+            entry: d.entry,
+            delivery: d.delivery,
+            payment: d.payment,
+            items: d.items,
+            locale: d.locale,
+            internal_signature: d.internal_signature,
+            customer_id: d.customer_id,
+            delivery_service: d.delivery_service,
+            shardkey: d.shardkey,
+            sm_id: d.sm_id,
+            date_created: Timestamp::parse(&d.date_created)
+                .map_err(|p| Rejection::invalid("date_created", p))?,
+            oof_shard: d.oof_shard,
+        };
+        order.validate()?;
+        Ok(order)
+    }
+}
+
+/// Delivery details of an [`Order`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Delivery {
+    pub name: String,
+    pub phone: String,
+    pub zip: String,
+    pub city: String,
+    pub address: String,
+    pub region: String,
+    pub email: String,
+}
+
+/// Payment details of an [`Order`]. Amounts are in minor units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Payment {
+    pub transaction: String,
+    pub request_id: String,
+    pub currency: String,
+    pub provider: String,
+    pub amount: i64,
+    /// Unix time of the payment, in seconds.
+    pub payment_dt: i64,
+    pub bank: String,
+    pub delivery_cost: i64,
+    pub goods_total: i64,
+    pub custom_fee: i64,
+}
+
+/// One line of an [`Order`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Item {
+    pub chrt_id: i64,
+    pub track_number: String,
+    pub price: i64,
+    pub rid: String,
+    pub name: String,
+    /// Discount, in percent (0..=100).
+    pub sale: i64,
+    pub size: String,
+    pub total_price: i64,
+    pub nm_id: i64,
+    pub brand: String,
+    pub status: i64,
+}
+
+/// Why a payload is not an [`Order`].
+///
+/// [`Rejection::reason`] gives a short stable label for metrics and headers;
+/// `Display` gives the full explanation for people.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// The payload is empty or white space only.
+    #[error("payload is empty")]
+    Empty,
+    /// The payload exceeds [`MAX_PAYLOAD_BYTES`].
+    #[error("payload is {size} bytes, more than the {max} allowed")]
+    TooLarge {
+        /// Size of the payload.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The payload is not valid UTF-8.
+    #[error("payload is not UTF-8: {0}")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// The payload is not JSON.
+    #[error("payload is not JSON: {0}")]
+    Syntax(#[source] serde_json::Error),
+    /// The payload is JSON, but not shaped like an order.
+    #[error("payload is not an order: {0}")]
+    Shape(#[source] serde_json::Error),
+    /// A field breaks one of the rules.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// Path of the field, e.g. `items[2].price`.
+        field: String,
+        /// What is wrong with it.
+        problem: Problem,
+    },
+}
+
+impl Rejection {
+    /// A short, stable label: `empty`, `too_large`, `not_utf8`, `syntax`,
+    /// `shape` or `invalid`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Empty => "empty",
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::NotUtf8(_) => "not_utf8",
+            Rejection::Syntax(_) => "syntax",
+            Rejection::Shape(_) => "shape",
+            Rejection::Invalid { .. } => "invalid",
+        }
+    }
+
+    fn invalid(field: impl Into<String>, problem: Problem) -> Self {
+        Rejection::Invalid {
+            field: field.into(),
+            problem,
+        }
+    }
+}
+
+/// What is wrong with one field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The value must not be empty.
+    #[error("must not be empty")]
+    Empty,
+    /// The text is longer than allowed.
+    #[error("is {len} bytes long, more than {max}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The text holds a NUL character.
+    #[error("must not contain NUL characters")]
+    Nul,
+    /// The id has a character that cannot appear in a URL path unescaped.
+    #[error("may only contain A-Z, a-z, 0-9, '_' and '-'")]
+    BadCharacter,
+    /// A number is outside its allowed range.
+    #[error("{value} is outside {min}..={max}")]
+    OutOfRange {
+        /// The value given.
+        value: i64,
+        /// Lowest allowed.
+        min: i64,
+        /// Highest allowed.
+        max: i64,
+    },
+    /// A list has too few or too many entries.
+    #[error("has {len} entries, allowed {min}..={max}")]
+    Count {
+        /// Entries given.
+        len: usize,
+        /// Fewest allowed.
+        min: usize,
+        /// Most allowed.
+        max: usize,
+    },
+    /// A timestamp is not canonical RFC 3339 UTC.
+    #[error("{0}")]
+    Date(String),
+}
+
+impl Order {
+    /// Parses and validates a payload.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] naming the first rule the payload breaks.
+    pub fn decode(payload: &[u8]) -> Result<Order, Rejection> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(Rejection::TooLarge {
+                size: payload.len(),
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
+        let text = std::str::from_utf8(payload).map_err(Rejection::NotUtf8)?;
+        if text.trim().is_empty() {
+            return Err(Rejection::Empty);
+        }
+        let draft: Draft = serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => Rejection::Shape(e),
+            _ => Rejection::Syntax(e),
+        })?;
+        Order::try_from(draft)
+    }
+
+    /// The JSON served for this order: the same JSON value that was decoded.
+    pub fn to_json(&self) -> bytes::Bytes {
+        // Serialising plain structs of strings and integers cannot fail.
+        serde_json::to_vec(self)
+            .map(bytes::Bytes::from)
+            .unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), Rejection> {
+        text("track_number", &self.track_number)?;
+        text("entry", &self.entry)?;
+        let d = &self.delivery;
+        for (name, value) in [
+            ("delivery.name", &d.name),
+            ("delivery.phone", &d.phone),
+            ("delivery.zip", &d.zip),
+            ("delivery.city", &d.city),
+            ("delivery.address", &d.address),
+            ("delivery.region", &d.region),
+            ("delivery.email", &d.email),
+        ] {
+            text(name, value)?;
+        }
+        let p = &self.payment;
+        for (name, value) in [
+            ("payment.transaction", &p.transaction),
+            ("payment.request_id", &p.request_id),
+            ("payment.currency", &p.currency),
+            ("payment.provider", &p.provider),
+            ("payment.bank", &p.bank),
+        ] {
+            text(name, value)?;
+        }
+        for (name, value) in [
+            ("payment.amount", p.amount),
+            ("payment.payment_dt", p.payment_dt),
+            ("payment.delivery_cost", p.delivery_cost),
+            ("payment.goods_total", p.goods_total),
+            ("payment.custom_fee", p.custom_fee),
+        ] {
+            range(name, value, 0, i64::MAX)?;
+        }
+        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
+            return Err(Rejection::invalid(
+                "items",
+                Problem::Count {
+                    len: self.items.len(),
+                    min: 1,
+                    max: MAX_ITEMS,
+                },
+            ));
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            item.validate(i)?;
+        }
+        for (name, value) in [
+            ("locale", &self.locale),
+            ("internal_signature", &self.internal_signature),
+            ("customer_id", &self.customer_id),
+            ("delivery_service", &self.delivery_service),
+            ("shardkey", &self.shardkey),
+            ("oof_shard", &self.oof_shard),
+        ] {
+            text(name, value)?;
+        }
+        range("sm_id", self.sm_id, 0, i32::MAX.into())?;
+        Ok(())
+    }
+}
+
+impl Item {
+    fn validate(&self, i: usize) -> Result<(), Rejection> {
+        let field = |name: &str| format!("items[{i}].{name}");
+        for (name, value) in [
+            ("track_number", &self.track_number),
+            ("rid", &self.rid),
+            ("name", &self.name),
+            ("size", &self.size),
+            ("brand", &self.brand),
+        ] {
+            text(&field(name), value)?;
+        }
+        for (name, value) in [
+            ("chrt_id", self.chrt_id),
+            ("price", self.price),
+            ("total_price", self.total_price),
+            ("nm_id", self.nm_id),
+        ] {
+            range(&field(name), value, 0, i64::MAX)?;
+        }
+        range(&field("sale"), self.sale, 0, 100)?;
+        range(&field("status"), self.status, 0, i32::MAX.into())?;
+        Ok(())
+    }
+}
+
+fn text(field: &str, value: &str) -> Result<(), Rejection> {
+    if value.len() > MAX_TEXT_LEN {
+        return Err(Rejection::invalid(
+            field,
+            Problem::TooLong {
+                len: value.len(),
+                max: MAX_TEXT_LEN,
+            },
+        ));
+    }
+    if value.contains('\0') {
+        return Err(Rejection::invalid(field, Problem::Nul));
+    }
+    Ok(())
+}
+
+fn range(field: &str, value: i64, min: i64, max: i64) -> Result<(), Rejection> {
+    if value < min || value > max {
+        return Err(Rejection::invalid(
+            field,
+            Problem::OutOfRange { value, min, max },
+        ));
+    }
+    Ok(())
+}
+
+/// An order id that is non-empty, at most [`MAX_UID_LEN`] bytes, and made of
+/// `A-Z a-z 0-9 _ -` only, so it can stand in a URL path as it is.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::OrderUid;
+///
+/// assert!(OrderUid::parse("b563feb7b2b84b6test").is_ok());
+/// assert!(OrderUid::parse("../etc/passwd").is_err());
+/// assert!(OrderUid::parse("").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct OrderUid(String);
+
+impl OrderUid {
+    /// Checks `s` against the id rules.
+    ///
+    /// # Errors
+    ///
+    /// The [`Problem`] with the id.
+    pub fn parse(s: &str) -> Result<OrderUid, Problem> {
+        if s.is_empty() {
+            return Err(Problem::Empty);
+        }
+        if s.len() > MAX_UID_LEN {
+            return Err(Problem::TooLong {
+                len: s.len(),
+                max: MAX_UID_LEN,
+            });
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(Problem::BadCharacter);
+        }
+        Ok(OrderUid(s.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OrderUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderUid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        OrderUid::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A point in time that travels as canonical RFC 3339 UTC text, e.g.
+/// `2021-11-26T06:22:19Z`, with microsecond precision at most (PostgreSQL's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// Parses canonical RFC 3339 UTC text.
+    ///
+    /// # Errors
+    ///
+    /// [`Problem::Date`] saying what the canonical spelling would be, when it
+    /// can tell.
+    pub fn parse(s: &str) -> Result<Timestamp, Problem> {
+        let parsed = DateTime::parse_from_rfc3339(s)
+            .map_err(|e| Problem::Date(format!("{s:?} is not an RFC 3339 time: {e}")))?;
+        if parsed.offset().local_minus_utc() != 0 || !s.ends_with('Z') {
+            return Err(Problem::Date(format!(
+                "{s:?} must be given in UTC with a 'Z' suffix"
+            )));
+        }
+        let utc = parsed.with_timezone(&Utc);
+        if utc.timestamp_subsec_nanos() % 1000 != 0 {
+            return Err(Problem::Date(format!(
+                "{s:?} is more precise than microseconds"
+            )));
+        }
+        let ts = Timestamp(utc);
+        let canonical = ts.to_string();
+        if canonical != s {
+            return Err(Problem::Date(format!(
+                "{s:?} must be written {canonical:?}"
+            )));
+        }
+        Ok(ts)
+    }
+
+    /// The time as a `chrono` value.
+    pub fn as_datetime(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(t: DateTime<Utc>) -> Self {
+        Timestamp(t)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Timestamp::parse(&s).map_err(serde::de::Error::custom)
+    }
+}

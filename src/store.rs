@@ -1,0 +1,722 @@
+//! PostgreSQL persistence: migrations, batched idempotent inserts, and the
+//! set-based reads that restore the cache.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::DatabaseErrorKind;
+use diesel::sql_types::{Array, Int4, Int8, Text, Timestamptz};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::model::{Delivery, Item, Order, OrderUid, Payment, Timestamp};
+use crate::schema::{deliveries, items, orders, payments};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Settings of a [`Store`].
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub database_url: String,
+    /// Most connections the pool opens.
+    pub max_connections: usize,
+    /// How long to wait for a connection, new or pooled.
+    pub connect_timeout: Duration,
+    /// How long one statement may run before it counts as failed.
+    pub query_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// Settings with the defaults below for everything but the URL.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        StoreConfig {
+            database_url: database_url.into(),
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .finish()
+    }
+}
+
+/// The URL with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// What went wrong talking to PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL could not be reached, or did not answer in time. Retrying
+    /// later may succeed.
+    #[error("PostgreSQL is unavailable: {0}")]
+    Unavailable(String),
+    /// PostgreSQL refused the rows themselves (a constraint, a value it
+    /// cannot store). Retrying the same rows will fail again.
+    #[error("PostgreSQL refused the rows: {0}")]
+    Refused(#[source] diesel::result::Error),
+    /// Any other query failure.
+    #[error("query failed: {0}")]
+    Query(#[source] diesel::result::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// A stored row could not be turned back into an order.
+    #[error("stored order {uid:?} is corrupt: {problem}")]
+    Corrupt {
+        /// Id of the row.
+        uid: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl StoreError {
+    /// Whether the failure is about the connection rather than the data, so
+    /// that the same request may succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::Error as E;
+        match e {
+            E::DatabaseError(
+                DatabaseErrorKind::UniqueViolation
+                | DatabaseErrorKind::ForeignKeyViolation
+                | DatabaseErrorKind::CheckViolation
+                | DatabaseErrorKind::NotNullViolation
+                | DatabaseErrorKind::RestrictViolation
+                | DatabaseErrorKind::ExclusionViolation,
+                _,
+            ) => StoreError::Refused(e),
+            E::DatabaseError(
+                DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+                _,
+            )
+            | E::BrokenTransactionManager => StoreError::Unavailable(e.to_string()),
+            e => StoreError::Query(e),
+        }
+    }
+}
+
+/// Order storage in PostgreSQL, behind a connection pool. Cheap to clone.
+///
+/// # Examples
+///
+/// ```no_run
+/// use order_cache::{Order, Store, StoreConfig};
+///
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = Store::new(StoreConfig::new("postgres://postgres@127.0.0.1/orders"))?;
+/// store.migrate().await?;
+/// let order = Order::decode(include_bytes!("../examples/example.json"))?;
+/// let inserted = store.insert(std::slice::from_ref(&order)).await?;
+/// assert!(inserted.len() <= 1);
+/// assert!(store.get(&order.order_uid).await?.is_some());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<AsyncPgConnection>,
+    query_timeout: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Builds the pool. No connection is opened until one is needed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the pool cannot be built.
+    pub fn new(config: StoreConfig) -> Result<Store, StoreError> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.database_url);
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections)
+            .runtime(deadpool::Runtime::Tokio1)
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Store {
+            pool,
+            query_timeout: config.query_timeout,
+        })
+    }
+
+    async fn conn(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.query_timeout, f)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {:?}",
+                    self.query_timeout
+                )))
+            })
+    }
+
+    /// Checks that PostgreSQL answers.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when it does not.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(async {
+            let mut conn = self.conn().await?;
+            diesel::sql_query("SELECT 1")
+                .execute(&mut conn)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies pending migrations. Safe to call from several processes at
+    /// once: an advisory lock lets one at a time through.
+    ///
+    /// Needs a multi-threaded tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Migration`] when a migration fails.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        const LOCK: i64 = 0x6f72_6465_725f_6361; // "order_ca"
+        let mut conn = self.conn().await?;
+        diesel::sql_query("SELECT pg_advisory_lock($1)")
+            .bind::<Int8, _>(LOCK)
+            .execute(&mut conn)
+            .await?;
+        let mut harness = AsyncMigrationHarness::new(conn);
+        let result = harness
+            .run_pending_migrations(MIGRATIONS)
+            .map(|_| ())
+            .map_err(|e| StoreError::Migration(e.to_string()));
+        let mut conn = harness.into_inner();
+        diesel::sql_query("SELECT pg_advisory_unlock($1)")
+            .bind::<Int8, _>(LOCK)
+            .execute(&mut conn)
+            .await?;
+        result
+    }
+
+    /// Stores orders that are not stored yet, in one statement (so one
+    /// transaction), and returns the ids it inserted. Orders whose id is
+    /// already stored are left as they are; an id given twice is stored once,
+    /// from its first occurrence.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Refused`] when PostgreSQL refuses a row: nothing of the
+    /// batch is stored then. [`StoreError::Unavailable`] when PostgreSQL
+    /// cannot be reached.
+    pub async fn insert(&self, batch: &[Order]) -> Result<Vec<OrderUid>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = Columns::from_orders(batch);
+        self.timed(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<Inserted> = columns.query().load(&mut conn).await?;
+            rows.into_iter()
+                .map(|r| {
+                    OrderUid::parse(&r.order_uid).map_err(|p| StoreError::Corrupt {
+                        uid: r.order_uid,
+                        problem: p.to_string(),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The stored order with this id, if any.
+    ///
+    /// # Errors
+    ///
+    /// When the query fails.
+    pub async fn get(&self, uid: &OrderUid) -> Result<Option<Order>, StoreError> {
+        let mut found = Vec::with_capacity(1);
+        self.scan_where(Some(std::slice::from_ref(uid)), |o| found.push(o))
+            .await?;
+        Ok(found.pop())
+    }
+
+    /// Calls `f` with every stored order, reading them in two streamed,
+    /// set-based queries (orders joined with delivery and payment; items)
+    /// merged by id. Returns how many orders were read.
+    ///
+    /// # Errors
+    ///
+    /// When a query fails or a row cannot be rebuilt.
+    pub async fn scan(&self, f: impl FnMut(Order)) -> Result<usize, StoreError> {
+        self.scan_where(None, f).await
+    }
+
+    async fn scan_where(
+        &self,
+        ids: Option<&[OrderUid]>,
+        mut f: impl FnMut(Order),
+    ) -> Result<usize, StoreError> {
+        let ids: Option<Vec<&str>> = ids.map(|ids| ids.iter().map(OrderUid::as_str).collect());
+        let mut head_conn = self.conn().await?;
+        let mut item_conn = self.conn().await?;
+
+        let mut heads = orders::table
+            .inner_join(deliveries::table)
+            .inner_join(payments::table)
+            .select((
+                OrderRow::as_select(),
+                DeliveryRow::as_select(),
+                PaymentRow::as_select(),
+            ))
+            .order(orders::order_uid)
+            .into_boxed();
+        let mut lines = items::table
+            .select(ItemRow::as_select())
+            .order((items::order_uid, items::position))
+            .into_boxed();
+        if let Some(ids) = &ids {
+            heads = heads.filter(orders::order_uid.eq_any(ids.clone()));
+            lines = lines.filter(items::order_uid.eq_any(ids.clone()));
+        }
+        let (heads, lines) = self
+            .timed(async {
+                Ok(futures::try_join!(
+                    heads.load_stream::<(OrderRow, DeliveryRow, PaymentRow)>(&mut head_conn),
+                    lines.load_stream::<ItemRow>(&mut item_conn),
+                )?)
+            })
+            .await?;
+        let mut heads = std::pin::pin!(heads);
+        let mut lines = std::pin::pin!(lines.peekable());
+
+        let mut count = 0;
+        while let Some((head, delivery, payment)) = heads.try_next().await? {
+            let mut list = Vec::new();
+            // Both queries sort by the same key, so this order's items come
+            // next in the item stream.
+            while let Some(Ok(next)) = lines.as_mut().peek().await {
+                if next.order_uid != head.order_uid {
+                    break;
+                }
+                if let Some(line) = lines.next().await.transpose()? {
+                    list.push(line.into_item());
+                }
+            }
+            if let Some(Err(_)) = lines.as_mut().peek().await {
+                if let Some(Err(e)) = lines.next().await {
+                    return Err(e.into());
+                }
+            }
+            f(head.into_order(delivery, payment, list)?);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Ids of the `n` orders stored most recently, newest first.
+    ///
+    /// # Errors
+    ///
+    /// When the query fails.
+    pub async fn recent(&self, n: i64) -> Result<Vec<OrderUid>, StoreError> {
+        self.timed(async {
+            let mut conn = self.conn().await?;
+            let ids: Vec<String> = orders::table
+                .select(orders::order_uid)
+                .order(orders::seq.desc())
+                .limit(n)
+                .load(&mut conn)
+                .await?;
+            Ok(ids
+                .iter()
+                .filter_map(|id| OrderUid::parse(id).ok())
+                .collect())
+        })
+        .await
+    }
+}
+
+#[derive(QueryableByName)]
+struct Inserted {
+    #[diesel(sql_type = Text)]
+    order_uid: String,
+}
+
+/// A batch of orders laid out column by column, ready for `unnest`: one bind
+/// per column whatever the batch size, so the 65,535-bind limit never applies.
+#[derive(Default)]
+struct Columns {
+    uid: Vec<String>,
+    track_number: Vec<String>,
+    entry: Vec<String>,
+    locale: Vec<String>,
+    internal_signature: Vec<String>,
+    customer_id: Vec<String>,
+    delivery_service: Vec<String>,
+    shardkey: Vec<String>,
+    sm_id: Vec<i32>,
+    date_created: Vec<DateTime<Utc>>,
+    oof_shard: Vec<String>,
+    d: [Vec<String>; 7],
+    p_text: [Vec<String>; 5],
+    p_num: [Vec<i64>; 5],
+    i_uid: Vec<String>,
+    i_pos: Vec<i32>,
+    i_text: [Vec<String>; 5],
+    i_long: [Vec<i64>; 4],
+    i_int: [Vec<i32>; 2],
+}
+
+const INSERT_SQL: &str = r#"
+WITH o AS (
+    INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature,
+                        customer_id, delivery_service, shardkey, sm_id, date_created, oof_shard)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::int4[], $10::timestamptz[], $11::text[])
+    ON CONFLICT (order_uid) DO NOTHING
+    RETURNING order_uid
+), d AS (
+    INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
+    SELECT t.* FROM unnest($1::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                           $16::text[], $17::text[], $18::text[])
+        AS t(order_uid, name, phone, zip, city, address, region, email)
+    JOIN o USING (order_uid)
+), p AS (
+    INSERT INTO payments (order_uid, transaction, request_id, currency, provider, bank,
+                          amount, payment_dt, delivery_cost, goods_total, custom_fee)
+    SELECT t.* FROM unnest($1::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
+                           $24::int8[], $25::int8[], $26::int8[], $27::int8[], $28::int8[])
+        AS t(order_uid, transaction, request_id, currency, provider, bank,
+             amount, payment_dt, delivery_cost, goods_total, custom_fee)
+    JOIN o USING (order_uid)
+), i AS (
+    INSERT INTO items (order_uid, position, track_number, rid, name, size, brand,
+                       chrt_id, price, total_price, nm_id, sale, status)
+    SELECT t.* FROM unnest($29::text[], $30::int4[], $31::text[], $32::text[], $33::text[],
+                           $34::text[], $35::text[], $36::int8[], $37::int8[], $38::int8[],
+                           $39::int8[], $40::int4[], $41::int4[])
+        AS t(order_uid, position, track_number, rid, name, size, brand,
+             chrt_id, price, total_price, nm_id, sale, status)
+    JOIN o USING (order_uid)
+)
+SELECT order_uid FROM o
+"#;
+
+impl Columns {
+    fn from_orders(batch: &[Order]) -> Columns {
+        let mut c = Columns::default();
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        for o in batch {
+            // One statement cannot insert the same child rows twice; the first
+            // occurrence of an id wins, as ON CONFLICT would make it.
+            if !seen.insert(o.order_uid.as_str()) {
+                continue;
+            }
+            let uid = o.order_uid.as_str().to_owned();
+            c.track_number.push(o.track_number.clone());
+            c.entry.push(o.entry.clone());
+            c.locale.push(o.locale.clone());
+            c.internal_signature.push(o.internal_signature.clone());
+            c.customer_id.push(o.customer_id.clone());
+            c.delivery_service.push(o.delivery_service.clone());
+            c.shardkey.push(o.shardkey.clone());
+            // Validation keeps sm_id within i32; saturate rather than wrap
+            // so the CHECK constraint catches anything that bypassed it.
+            c.sm_id.push(i32::try_from(o.sm_id).unwrap_or(-1));
+            c.date_created.push(o.date_created.as_datetime());
+            c.oof_shard.push(o.oof_shard.clone());
+            let d = &o.delivery;
+            for (col, v) in c.d.iter_mut().zip([
+                &d.name, &d.phone, &d.zip, &d.city, &d.address, &d.region, &d.email,
+            ]) {
+                col.push(v.clone());
+            }
+            let p = &o.payment;
+            for (col, v) in c.p_text.iter_mut().zip([
+                &p.transaction,
+                &p.request_id,
+                &p.currency,
+                &p.provider,
+                &p.bank,
+            ]) {
+                col.push(v.clone());
+            }
+            for (col, v) in c.p_num.iter_mut().zip([
+                p.amount,
+                p.payment_dt,
+                p.delivery_cost,
+                p.goods_total,
+                p.custom_fee,
+            ]) {
+                col.push(v);
+            }
+            for (pos, it) in o.items.iter().enumerate() {
+                c.i_uid.push(uid.clone());
+                c.i_pos.push(i32::try_from(pos).unwrap_or(-1));
+                for (col, v) in c.i_text.iter_mut().zip([
+                    &it.track_number,
+                    &it.rid,
+                    &it.name,
+                    &it.size,
+                    &it.brand,
+                ]) {
+                    col.push(v.clone());
+                }
+                for (col, v) in
+                    c.i_long
+                        .iter_mut()
+                        .zip([it.chrt_id, it.price, it.total_price, it.nm_id])
+                {
+                    col.push(v);
+                }
+                for (col, v) in c.i_int.iter_mut().zip([it.sale, it.status]) {
+                    col.push(i32::try_from(v).unwrap_or(-1));
+                }
+            }
+            c.uid.push(uid);
+        }
+        c
+    }
+
+    fn query(self) -> impl diesel_async::methods::LoadQuery<'static, AsyncPgConnection, Inserted> {
+        let [d0, d1, d2, d3, d4, d5, d6] = self.d;
+        let [pt0, pt1, pt2, pt3, pt4] = self.p_text;
+        let [pn0, pn1, pn2, pn3, pn4] = self.p_num;
+        let [it0, it1, it2, it3, it4] = self.i_text;
+        let [il0, il1, il2, il3] = self.i_long;
+        let [ii0, ii1] = self.i_int;
+        diesel::sql_query(INSERT_SQL)
+            .bind::<Array<Text>, _>(self.uid)
+            .bind::<Array<Text>, _>(self.track_number)
+            .bind::<Array<Text>, _>(self.entry)
+            .bind::<Array<Text>, _>(self.locale)
+            .bind::<Array<Text>, _>(self.internal_signature)
+            .bind::<Array<Text>, _>(self.customer_id)
+            .bind::<Array<Text>, _>(self.delivery_service)
+            .bind::<Array<Text>, _>(self.shardkey)
+            .bind::<Array<Int4>, _>(self.sm_id)
+            .bind::<Array<Timestamptz>, _>(self.date_created)
+            .bind::<Array<Text>, _>(self.oof_shard)
+            .bind::<Array<Text>, _>(d0)
+            .bind::<Array<Text>, _>(d1)
+            .bind::<Array<Text>, _>(d2)
+            .bind::<Array<Text>, _>(d3)
+            .bind::<Array<Text>, _>(d4)
+            .bind::<Array<Text>, _>(d5)
+            .bind::<Array<Text>, _>(d6)
+            .bind::<Array<Text>, _>(pt0)
+            .bind::<Array<Text>, _>(pt1)
+            .bind::<Array<Text>, _>(pt2)
+            .bind::<Array<Text>, _>(pt3)
+            .bind::<Array<Text>, _>(pt4)
+            .bind::<Array<Int8>, _>(pn0)
+            .bind::<Array<Int8>, _>(pn1)
+            .bind::<Array<Int8>, _>(pn2)
+            .bind::<Array<Int8>, _>(pn3)
+            .bind::<Array<Int8>, _>(pn4)
+            .bind::<Array<Text>, _>(self.i_uid)
+            .bind::<Array<Int4>, _>(self.i_pos)
+            .bind::<Array<Text>, _>(it0)
+            .bind::<Array<Text>, _>(it1)
+            .bind::<Array<Text>, _>(it2)
+            .bind::<Array<Text>, _>(it3)
+            .bind::<Array<Text>, _>(it4)
+            .bind::<Array<Int8>, _>(il0)
+            .bind::<Array<Int8>, _>(il1)
+            .bind::<Array<Int8>, _>(il2)
+            .bind::<Array<Int8>, _>(il3)
+            .bind::<Array<Int4>, _>(ii0)
+            .bind::<Array<Int4>, _>(ii1)
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
+struct OrderRow {
+    order_uid: String,
+    track_number: String,
+    entry: String,
+    locale: String,
+    internal_signature: String,
+    customer_id: String,
+    delivery_service: String,
+    shardkey: String,
+    sm_id: i32,
+    date_created: DateTime<Utc>,
+    oof_shard: String,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = deliveries, check_for_backend(diesel::pg::Pg))]
+struct DeliveryRow {
+    name: String,
+    phone: String,
+    zip: String,
+    city: String,
+    address: String,
+    region: String,
+    email: String,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = payments, check_for_backend(diesel::pg::Pg))]
+struct PaymentRow {
+    transaction: String,
+    request_id: String,
+    currency: String,
+    provider: String,
+    amount: i64,
+    payment_dt: i64,
+    bank: String,
+    delivery_cost: i64,
+    goods_total: i64,
+    custom_fee: i64,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = items, check_for_backend(diesel::pg::Pg))]
+struct ItemRow {
+    order_uid: String,
+    chrt_id: i64,
+    track_number: String,
+    price: i64,
+    rid: String,
+    name: String,
+    sale: i32,
+    size: String,
+    total_price: i64,
+    nm_id: i64,
+    brand: String,
+    status: i32,
+}
+
+impl ItemRow {
+    fn into_item(self) -> Item {
+        Item {
+            chrt_id: self.chrt_id,
+            track_number: self.track_number,
+            price: self.price,
+            rid: self.rid,
+            name: self.name,
+            sale: self.sale.into(),
+            size: self.size,
+            total_price: self.total_price,
+            nm_id: self.nm_id,
+            brand: self.brand,
+            status: self.status.into(),
+        }
+    }
+}
+
+impl OrderRow {
+    fn into_order(
+        self,
+        d: DeliveryRow,
+        p: PaymentRow,
+        items: Vec<Item>,
+    ) -> Result<Order, StoreError> {
+        let order_uid = OrderUid::parse(&self.order_uid).map_err(|e| StoreError::Corrupt {
+            uid: self.order_uid.clone(),
+            problem: e.to_string(),
+        })?;
+        Ok(Order {
+            order_uid,
+            track_number: self.track_number,
+            entry: self.entry,
+            delivery: Delivery {
+                name: d.name,
+                phone: d.phone,
+                zip: d.zip,
+                city: d.city,
+                address: d.address,
+                region: d.region,
+                email: d.email,
+            },
+            payment: Payment {
+                transaction: p.transaction,
+                request_id: p.request_id,
+                currency: p.currency,
+                provider: p.provider,
+                amount: p.amount,
+                payment_dt: p.payment_dt,
+                bank: p.bank,
+                delivery_cost: p.delivery_cost,
+                goods_total: p.goods_total,
+                custom_fee: p.custom_fee,
+            },
+            items,
+            locale: self.locale,
+            internal_signature: self.internal_signature,
+            customer_id: self.customer_id,
+            delivery_service: self.delivery_service,
+            shardkey: self.shardkey,
+            sm_id: self.sm_id.into(),
+            date_created: Timestamp::from(self.date_created),
+            oof_shard: self.oof_shard,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_the_password_only() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/orders"),
+            "postgres://app:***@db:5432/orders"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/orders"),
+            "postgres://app@db/orders"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}
