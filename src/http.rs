@@ -149,7 +149,6 @@ pub fn router(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infallib
     let metrics = api.metrics.clone();
     let routes = order(api.clone())
         .or(get_order(api.clone()))
-        .or(recent(api.clone()))
         .or(page())
         .or(healthz())
         .or(readyz(api.clone()))
@@ -166,15 +165,22 @@ fn with_api(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clo
     warp::any().map(move || api.clone())
 }
 
-/// `GET /orders/{order_uid}`; the id is the whole rest of the path.
+/// `GET /orders/{order_uid}`, the id being the whole rest of the path, and
+/// `GET /orders`, the recent list. `/orders/` is an empty id, not the list.
 fn order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::get()
         .and(warp::path("orders"))
+        .and(warp::path::full())
         .and(warp::path::tail())
         .and(with_api(api))
-        .and_then(|tail: warp::path::Tail, api: Api| async move {
-            serve_order(&api, tail.as_str()).await
-        })
+        .and_then(
+            |full: warp::path::FullPath, tail: warp::path::Tail, api: Api| async move {
+                if tail.as_str().is_empty() && !full.as_str().ends_with('/') {
+                    return Ok(recent(&api));
+                }
+                serve_order(&api, tail.as_str()).await
+            },
+        )
 }
 
 #[derive(Deserialize)]
@@ -208,18 +214,13 @@ struct Recent<'a> {
     orders: Vec<&'a str>,
 }
 
-/// `GET /orders`: the most recent ids.
-fn recent(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::get()
-        .and(warp::path("orders"))
-        .and(warp::path::end())
-        .and(with_api(api))
-        .map(|api: Api| {
-            let snapshot = api.cache.snapshot();
-            warp::reply::json(&Recent {
-                orders: snapshot.recent().collect(),
-            })
-        })
+/// The most recent ids, newest first.
+fn recent(api: &Api) -> Response<Bytes> {
+    let snapshot = api.cache.snapshot();
+    let body = to_json(&Recent {
+        orders: snapshot.recent().collect(),
+    });
+    json_response(StatusCode::OK, body)
 }
 
 /// The page and its assets. `/?id=…` is handled by the page's script.

@@ -568,3 +568,266 @@ impl<'de> Deserialize<'de> for Timestamp {
         Timestamp::parse(&s).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn example() -> Value {
+        serde_json::from_slice(include_bytes!("../examples/example.json")).unwrap()
+    }
+
+    fn decode(v: &Value) -> Result<Order, Rejection> {
+        Order::decode(&serde_json::to_vec(v).unwrap())
+    }
+
+    fn set(path: &[&str], value: Value) -> Result<Order, Rejection> {
+        let mut v = example();
+        let mut cur = &mut v;
+        for p in &path[..path.len() - 1] {
+            cur = match p.parse::<usize>() {
+                Ok(i) => &mut cur[i],
+                Err(_) => &mut cur[*p],
+            };
+        }
+        cur[path[path.len() - 1]] = value;
+        decode(&v)
+    }
+
+    fn invalid_field(r: Result<Order, Rejection>) -> String {
+        match r {
+            Err(Rejection::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_example_decodes_and_serialises_to_the_same_json_value() {
+        let order = Order::decode(include_bytes!("../examples/example.json")).unwrap();
+        let back: Value = serde_json::from_slice(&order.to_json()).unwrap();
+        assert_eq!(back, example());
+    }
+
+    #[test]
+    fn empty_and_blank_payloads_are_rejected() {
+        assert!(matches!(Order::decode(b""), Err(Rejection::Empty)));
+        assert!(matches!(Order::decode(b" \r\n\t"), Err(Rejection::Empty)));
+    }
+
+    #[test]
+    fn oversized_payloads_are_rejected_before_parsing() {
+        let big = vec![b'{'; MAX_PAYLOAD_BYTES + 1];
+        assert!(matches!(
+            Order::decode(&big),
+            Err(Rejection::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn non_utf8_is_rejected() {
+        assert!(matches!(
+            Order::decode(b"{\"a\":\"\xff\"}"),
+            Err(Rejection::NotUtf8(_))
+        ));
+    }
+
+    #[test]
+    fn non_json_is_a_syntax_rejection() {
+        let mut trailing = include_bytes!("../examples/example.json").to_vec();
+        trailing.extend_from_slice(b" {}");
+        for bad in [
+            &b"nope"[..],
+            b"{",
+            b"{\"order_uid\":\"x\",}",
+            &trailing,
+            b"\"\\ud800\"",
+        ] {
+            assert!(
+                matches!(Order::decode(bad), Err(Rejection::Syntax(_))),
+                "{bad:?}"
+            );
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(Order::decode(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn wrong_shapes_are_shape_rejections() {
+        let mut missing = example();
+        missing.as_object_mut().unwrap().remove("payment");
+        let mut unknown = example();
+        unknown["extra"] = json!(1);
+        let mut unknown_nested = example();
+        unknown_nested["items"][0]["colour"] = json!("red");
+        let dup = String::from_utf8(include_bytes!("../examples/example.json").to_vec())
+            .unwrap()
+            .replacen(
+                "\"entry\":\"WBIL\"",
+                "\"entry\":\"WBIL\",\"entry\":\"X\"",
+                1,
+            );
+        for v in [
+            json!([]),
+            json!(1),
+            json!("s"),
+            json!(null),
+            missing,
+            unknown,
+            unknown_nested,
+        ] {
+            assert!(matches!(decode(&v), Err(Rejection::Shape(_))), "{v}");
+        }
+        assert!(matches!(
+            Order::decode(dup.as_bytes()),
+            Err(Rejection::Shape(_))
+        ));
+        for (path, value) in [
+            (&["sm_id"][..], json!("99")),
+            (&["sm_id"][..], json!(9.5)),
+            (&["payment", "amount"][..], json!(1e30)),
+            (
+                &["payment", "amount"][..],
+                json!(18446744073709551616u128 as f64),
+            ),
+            (&["track_number"][..], json!(5)),
+            (&["track_number"][..], json!(null)),
+            (&["items"][..], json!({})),
+            (&["delivery"][..], json!("x")),
+        ] {
+            assert!(
+                matches!(set(path, value.clone()), Err(Rejection::Shape(_))),
+                "{path:?}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn order_uid_must_be_url_safe_and_bounded() {
+        for bad in [
+            "",
+            "a/b",
+            "a?b",
+            "a%20",
+            "..",
+            "a b",
+            "абв",
+            "ａ",
+            "a.b",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                invalid_field(set(&["order_uid"], json!(bad))),
+                "order_uid",
+                "{bad:?}"
+            );
+        }
+        assert!(set(&["order_uid"], json!("x".repeat(64))).is_ok());
+        assert!(set(&["order_uid"], json!("A-z_09")).is_ok());
+    }
+
+    #[test]
+    fn text_fields_reject_nul_and_excess_length() {
+        assert_eq!(invalid_field(set(&["entry"], json!("a\u{0}b"))), "entry");
+        assert_eq!(
+            invalid_field(set(
+                &["delivery", "email"],
+                json!("x".repeat(MAX_TEXT_LEN + 1))
+            )),
+            "delivery.email"
+        );
+        assert_eq!(
+            invalid_field(set(&["payment", "bank"], json!("\u{0}"))),
+            "payment.bank"
+        );
+        assert_eq!(
+            invalid_field(set(&["items", "0", "brand"], json!("\u{0}"))),
+            "items[0].brand"
+        );
+        assert!(set(&["entry"], json!("x".repeat(MAX_TEXT_LEN))).is_ok());
+        assert!(set(&["entry"], json!("<script>alert(1)</script>")).is_ok());
+    }
+
+    #[test]
+    fn amounts_and_ids_must_not_be_negative() {
+        for path in [
+            &["payment", "amount"][..],
+            &["payment", "payment_dt"],
+            &["payment", "delivery_cost"],
+            &["payment", "goods_total"],
+            &["payment", "custom_fee"],
+            &["items", "0", "chrt_id"],
+            &["items", "0", "price"],
+            &["items", "0", "total_price"],
+            &["items", "0", "nm_id"],
+            &["items", "0", "status"],
+            &["sm_id"],
+        ] {
+            set(path, json!(-1)).expect_err(&format!("{path:?}"));
+        }
+    }
+
+    #[test]
+    fn small_integers_must_fit_their_columns() {
+        assert_eq!(invalid_field(set(&["sm_id"], json!(1i64 << 31))), "sm_id");
+        assert_eq!(
+            invalid_field(set(&["items", "0", "status"], json!(1i64 << 31))),
+            "items[0].status"
+        );
+        assert_eq!(
+            invalid_field(set(&["items", "0", "sale"], json!(101))),
+            "items[0].sale"
+        );
+        assert!(set(&["items", "0", "sale"], json!(100)).is_ok());
+        assert!(set(&["payment", "amount"], json!(i64::MAX)).is_ok());
+    }
+
+    #[test]
+    fn items_must_be_present_and_bounded() {
+        assert_eq!(invalid_field(set(&["items"], json!([]))), "items");
+        let item = example()["items"][0].clone();
+        let many = Value::Array(vec![item; MAX_ITEMS + 1]);
+        assert_eq!(invalid_field(set(&["items"], many)), "items");
+    }
+
+    #[test]
+    fn dates_must_be_canonical_utc() {
+        for bad in [
+            "yesterday",
+            "2021-11-26",
+            "2021-11-26 06:22:19Z",
+            "2021-11-26T06:22:19+00:00",
+            "2021-11-26T09:22:19+03:00",
+            "2021-11-26T06:22:19.000Z",
+            "2021-11-26T06:22:19.5Z",
+            "2021-11-26T06:22:19.123456789Z",
+            "2021-11-26t06:22:19z",
+            "2021-02-30T06:22:19Z",
+        ] {
+            assert_eq!(
+                invalid_field(set(&["date_created"], json!(bad))),
+                "date_created",
+                "{bad}"
+            );
+        }
+        for good in [
+            "2021-11-26T06:22:19Z",
+            "2021-11-26T06:22:19.500Z",
+            "2021-11-26T06:22:19.500001Z",
+        ] {
+            let order = set(&["date_created"], json!(good)).expect(good);
+            assert_eq!(order.date_created.to_string(), good);
+        }
+    }
+
+    #[test]
+    fn rejections_have_stable_reasons() {
+        assert_eq!(Order::decode(b"").unwrap_err().reason(), "empty");
+        assert_eq!(Order::decode(b"x").unwrap_err().reason(), "syntax");
+        assert_eq!(Order::decode(b"[]").unwrap_err().reason(), "shape");
+        assert_eq!(
+            set(&["order_uid"], json!("")).unwrap_err().reason(),
+            "invalid"
+        );
+    }
+}

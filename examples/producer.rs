@@ -1,0 +1,114 @@
+//! Publishes orders to JetStream so the pipeline can be watched:
+//! `cargo run --example producer -- --help`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use bytes::Bytes;
+use clap::Parser;
+use serde_json::Value;
+
+/// Publish orders: by default the example order with a fresh id every 2 s.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Subject orders are published to.
+    #[arg(long, env = "ORDERS_SUBJECT", default_value = "orders")]
+    orders_subject: String,
+    /// Order to use as the template.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/example.json"))]
+    file: PathBuf,
+    /// How many to publish (default: forever).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Seconds between orders.
+    #[arg(long, default_value_t = 2.0, conflicts_with = "rate")]
+    interval: f64,
+    /// Orders per second (for load); overrides --interval.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Publish a garbage message after every K orders.
+    #[arg(long)]
+    invalid_every: Option<u64>,
+    /// Print only a summary, not every message.
+    #[arg(long)]
+    quiet: bool,
+}
+
+const GARBAGE: &[&[u8]] = &[
+    b"not json at all",
+    b"{\"order_uid\":\"\"}",
+    b"[]",
+    b"\xff\xfe\xfd",
+    b"{\"order_uid\":\"x\",\"unexpected\":true}",
+    b"",
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let template: Value = serde_json::from_str(&text).context("the template is not JSON")?;
+    let client = async_nats::connect(args.nats_url.as_str())
+        .await
+        .with_context(|| format!("cannot reach NATS at {}", args.nats_url))?;
+    let js = jetstream::new(client);
+
+    let period = match args.rate {
+        Some(rate) if rate > 0.0 => Duration::from_secs_f64(1.0 / rate),
+        _ => Duration::from_secs_f64(args.interval.max(0.0)),
+    };
+    let mut ticker = tokio::time::interval(period.max(Duration::from_micros(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // Acks are awaited in windows so a high rate is not one round trip each.
+    let mut pending = Vec::new();
+    let mut sent = 0u64;
+    let mut garbage = 0usize;
+    while args.count.is_none_or(|n| sent < n) {
+        ticker.tick().await;
+        if let Some(k) = args.invalid_every {
+            if k > 0 && sent > 0 && sent % k == 0 && garbage < sent as usize / k as usize {
+                let payload = GARBAGE[garbage % GARBAGE.len()];
+                garbage += 1;
+                pending.push(
+                    js.publish(args.orders_subject.clone(), Bytes::from_static(payload))
+                        .await?,
+                );
+                if !args.quiet {
+                    println!("garbage: {}", String::from_utf8_lossy(payload));
+                }
+            }
+        }
+        let uid = nuid::next().to_string();
+        let mut order = template.clone();
+        order["order_uid"] = Value::String(uid.clone());
+        order["payment"]["transaction"] = Value::String(uid.clone());
+        let payload = serde_json::to_vec(&order)?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, uid.as_str());
+        pending.push(
+            js.publish_with_headers(args.orders_subject.clone(), headers, payload.clone().into())
+                .await?,
+        );
+        sent += 1;
+        if !args.quiet {
+            println!("{}", String::from_utf8_lossy(&payload));
+        }
+        if pending.len() >= 256 || period >= Duration::from_millis(100) {
+            for ack in pending.drain(..) {
+                ack.await.context("JetStream did not confirm a publish")?;
+            }
+        }
+    }
+    for ack in pending.drain(..) {
+        ack.await.context("JetStream did not confirm a publish")?;
+    }
+    eprintln!("published {sent} orders and {garbage} garbage messages");
+    Ok(())
+}

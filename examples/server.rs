@@ -1,0 +1,119 @@
+//! The order_cache service: `cargo run --example server -- --help`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use order_cache::{app, AppConfig, IngestConfig, StoreConfig};
+
+/// Ingest orders from NATS JetStream into PostgreSQL and serve them over HTTP.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Settings {
+    /// PostgreSQL URL (default: the docker-compose database).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5555/order_cache",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    listen_addr: SocketAddr,
+    /// JetStream stream that holds the orders.
+    #[arg(long, env = "ORDERS_STREAM", default_value = "ORDERS")]
+    orders_stream: String,
+    /// Subject orders are published to.
+    #[arg(long, env = "ORDERS_SUBJECT", default_value = "orders")]
+    orders_subject: String,
+    /// Durable consumer name; instances with the same name share the work.
+    #[arg(long, env = "ORDERS_CONSUMER", default_value = "order-cache")]
+    orders_consumer: String,
+    /// Subject rejected messages are published to (kept in stream `<ORDERS_STREAM>_DLQ`).
+    #[arg(long, env = "ORDERS_DLQ_SUBJECT", default_value = "orders.dlq")]
+    orders_dlq_subject: String,
+    /// Most messages stored in one transaction.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 1000)]
+    batch_size: usize,
+    /// Most PostgreSQL connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    database_max_connections: usize,
+    /// Seconds to keep trying PostgreSQL and NATS at start before exiting.
+    #[arg(long, env = "STARTUP_TIMEOUT", default_value_t = 30)]
+    startup_timeout: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let s = Settings::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,order_cache=info".into());
+    if s.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+
+    let mut store = StoreConfig::new(s.database_url);
+    store.max_connections = s.database_max_connections;
+    let config = AppConfig {
+        store,
+        nats_url: s.nats_url,
+        ingest: IngestConfig {
+            dlq_stream: format!("{}_DLQ", s.orders_stream),
+            stream: s.orders_stream,
+            subject: s.orders_subject,
+            consumer: s.orders_consumer,
+            dlq_subject: s.orders_dlq_subject,
+            batch_size: s.batch_size,
+            ..IngestConfig::default()
+        },
+        startup_timeout: Duration::from_secs(s.startup_timeout),
+        shutdown_timeout: Duration::from_secs(10),
+    };
+
+    // Migrations run through a blocking harness: a multi-threaded runtime.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(s.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", s.listen_addr))?;
+        app::run(listener, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,390 @@
+//! Spawns the real service against real PostgreSQL and NATS, each test in
+//! its own database and its own streams, and cleans them up on drop.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use order_cache::{app, AppConfig, AppError, IngestConfig, Order};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Superuser URL of the server tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// NATS server the tests use.
+pub fn nats_url() -> String {
+    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A short random name, unique enough for parallel tests.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+/// A database of the test's own, dropped with it.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let name = unique("order_cache_test");
+        let mut admin = AsyncPgConnection::establish(&admin_url())
+            .await
+            .expect("tests need PostgreSQL: set TEST_DATABASE_URL");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let base = admin_url();
+        let (server, _) = base.rsplit_once('/').expect("database URL has a path");
+        TestDb {
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+
+    /// Runs SQL in this database.
+    pub async fn execute(&self, sql: &str) {
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect");
+        conn.batch_execute(sql).await.expect("sql");
+    }
+
+    /// A single number from a query.
+    pub async fn count(&self, sql: &str) -> i64 {
+        use diesel::QueryableByName;
+        use diesel_async::RunQueryDsl;
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::Int8)]
+            n: i64,
+        }
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect");
+        let row: N = diesel::sql_query(sql)
+            .get_result(&mut conn)
+            .await
+            .expect("count");
+        row.n
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime we may block: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url()).await {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Stream names of the test's own, deleted with it.
+pub struct TestStreams {
+    pub config: IngestConfig,
+    pub nats_url: String,
+}
+
+impl TestStreams {
+    pub fn new() -> TestStreams {
+        TestStreams::on(nats_url())
+    }
+
+    pub fn on(nats_url: String) -> TestStreams {
+        let id = unique("T");
+        TestStreams {
+            config: IngestConfig {
+                stream: id.clone(),
+                subject: format!("{id}.orders"),
+                consumer: "order-cache".into(),
+                dlq_stream: format!("{id}_DLQ"),
+                dlq_subject: format!("{id}.dlq"),
+                batch_size: 500,
+                pull_expires: Duration::from_secs(2),
+                ack_wait: Duration::from_secs(10),
+                ..IngestConfig::default()
+            },
+            nats_url,
+        }
+    }
+}
+
+impl Drop for TestStreams {
+    fn drop(&mut self) {
+        let streams = [self.config.stream.clone(), self.config.dlq_stream.clone()];
+        let url = self.nats_url.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let connect = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(1))
+                    .connect(url.as_str());
+                if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await
+                {
+                    let js = jetstream::new(client);
+                    for s in streams {
+                        let _ = js.delete_stream(&s).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running service.
+pub struct TestApp {
+    pub client: reqwest_lite::Client,
+    pub js: jetstream::Context,
+    pub ingest: IngestConfig,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), AppError>>>,
+}
+
+/// Starts the service on port 0 against `db` and `streams`.
+pub async fn spawn_app(db: &TestDb, streams: &TestStreams) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut config = AppConfig::new(db.url.clone(), streams.nats_url.clone());
+    config.ingest = streams.config.clone();
+    config.startup_timeout = Duration::from_secs(10);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let client = async_nats::connect(streams.nats_url.as_str())
+        .await
+        .expect("tests need NATS: set TEST_NATS_URL");
+    let app = TestApp {
+        client: reqwest_lite::Client::new(addr),
+        js: jetstream::new(client),
+        ingest: streams.config.clone(),
+        stop: Some(stop),
+        handle: Some(handle),
+    };
+    app.wait_ready().await;
+    app
+}
+
+impl TestApp {
+    /// Waits until `/readyz` says 200.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = self.client.get("/readyz").await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "service not ready in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Publishes a payload and waits for JetStream to store it.
+    pub async fn publish(&self, payload: impl Into<Bytes>, msg_id: Option<&str>) {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = msg_id {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        }
+        self.js
+            .publish_with_headers(self.ingest.subject.clone(), headers, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+    }
+
+    /// Publishes an order with its id as `Nats-Msg-Id`.
+    pub async fn publish_order(&self, order: &Value) {
+        let id = order["order_uid"].as_str().unwrap_or("").to_owned();
+        self.publish(serde_json::to_vec(order).expect("json"), Some(&id))
+            .await;
+    }
+
+    /// Polls `GET /orders/{uid}` until it answers 200, or panics.
+    pub async fn wait_for_order(&self, uid: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self
+                .client
+                .get(&format!("/orders/{uid}"))
+                .await
+                .expect("GET order");
+            if status == 200 {
+                return serde_json::from_slice(&body).expect("order is JSON");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {uid} never served (last status {status})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every message in the dead-letter stream, once it holds at least `n`.
+    pub async fn dead_letters(&self, n: u64) -> Vec<jetstream::message::StreamMessage> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut stream = self
+            .js
+            .get_stream(&self.ingest.dlq_stream)
+            .await
+            .expect("dead-letter stream");
+        loop {
+            let info = stream.info().await.expect("stream info");
+            let state = info.state.clone();
+            if state.messages >= n {
+                let mut out = Vec::new();
+                for seq in state.first_sequence..=state.last_sequence {
+                    if let Ok(m) = stream.get_raw_message(seq).await {
+                        out.push(m);
+                    }
+                }
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} dead letters arrived",
+                state.messages
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the service as SIGTERM would, and waits for it to exit.
+    pub async fn stop(mut self) -> Result<(), AppError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(20), handle)
+            .await
+            .expect("service stops in time")
+            .expect("service task")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The example order as a JSON value, with a fresh id.
+pub fn example_order(uid: &str) -> Value {
+    let mut v: Value =
+        serde_json::from_slice(include_bytes!("../../examples/example.json")).expect("example");
+    v["order_uid"] = Value::String(uid.into());
+    v["payment"]["transaction"] = Value::String(uid.into());
+    v
+}
+
+/// The example order, decoded, with a fresh id.
+pub fn example(uid: &str) -> Order {
+    Order::decode(&serde_json::to_vec(&example_order(uid)).expect("json")).expect("valid")
+}
+
+/// A minimal HTTP/1.1 client over a raw socket, enough for GETs in tests,
+/// so the tests exercise the real listener without another HTTP stack.
+pub mod reqwest_lite {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Clone)]
+    pub struct Client {
+        addr: SocketAddr,
+    }
+
+    impl Client {
+        pub fn new(addr: SocketAddr) -> Client {
+            Client { addr }
+        }
+
+        /// Sends `GET path` and returns the status and body.
+        pub async fn get(&self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+            let (status, _, body) = self.request("GET", path, &[]).await?;
+            Ok((status, body))
+        }
+
+        /// Sends a request with extra header lines; returns status, raw
+        /// header block and body. The connection is closed after it.
+        pub async fn request(
+            &self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+        ) -> std::io::Result<(u16, String, Vec<u8>)> {
+            let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
+            let mut req =
+                format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+            for (k, v) in headers {
+                req.push_str(&format!("{k}: {v}\r\n"));
+            }
+            req.push_str("\r\n");
+            stream.write_all(req.as_bytes()).await?;
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await?;
+            let split = raw
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .ok_or_else(|| std::io::Error::other("no header end"))?;
+            let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+            let status: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| std::io::Error::other("no status"))?;
+            let mut body = raw[split + 4..].to_vec();
+            if head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked")
+            {
+                body = dechunk(&body);
+            }
+            Ok((status, head, body))
+        }
+    }
+
+    fn dechunk(mut data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16)
+                .unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            let start = pos + 2;
+            out.extend_from_slice(&data[start..start + size]);
+            data = &data[start + size + 2..];
+        }
+        out
+    }
+}

@@ -1,0 +1,198 @@
+//! The HTTP contract, in-process through `warp::test`, and over a real socket
+//! where the socket is the point.
+
+use order_cache::{router, Api, Cache, Metrics, Readiness, Store, StoreConfig};
+use serde_json::Value;
+use warp::Filter;
+
+use crate::helpers::{example, example_order, spawn_app, TestDb, TestStreams};
+
+fn api_with(uids: &[&str]) -> (Api, Readiness) {
+    let cache = Cache::new();
+    let orders: Vec<_> = uids.iter().map(|u| example(u)).collect();
+    cache.insert_orders(&orders);
+    let readiness = Readiness::new();
+    (
+        Api::new(cache, Metrics::new(), readiness.clone()),
+        readiness,
+    )
+}
+
+async fn get(api: &Api, path: &str) -> (u16, Value, warp::http::HeaderMap) {
+    let res = warp::test::request()
+        .path(path)
+        .reply(&router(api.clone()))
+        .await;
+    let body = serde_json::from_slice(res.body()).unwrap_or(Value::Null);
+    (res.status().as_u16(), body, res.headers().clone())
+}
+
+#[tokio::test]
+async fn a_cached_order_is_served_as_json() {
+    let (api, _) = api_with(&["abc"]);
+    let (status, body, headers) = get(&api, "/orders/abc").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, example_order("abc"));
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let (status, body, _) = get(&api, "/getOrder?id=abc").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, example_order("abc"));
+}
+
+#[tokio::test]
+async fn an_unknown_id_is_404_with_a_json_error() {
+    let (api, _) = api_with(&["abc"]);
+    for path in ["/orders/nope", "/getOrder?id=nope"] {
+        let (status, body, _) = get(&api, path).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"], "not_found");
+        assert!(body["message"].as_str().unwrap().contains("nope"));
+    }
+}
+
+#[tokio::test]
+async fn an_id_that_can_never_be_valid_is_400() {
+    let (api, _) = api_with(&["abc"]);
+    let long = format!("/orders/{}", "a".repeat(65));
+    for path in [
+        "/orders/",
+        "/orders/a%2Fb",
+        "/orders/a/b",
+        "/orders/%00",
+        "/orders/..",
+        long.as_str(),
+        "/getOrder?id=",
+        "/getOrder",
+        "/getOrder?id=%3Cscript%3E",
+    ] {
+        let (status, body, _) = get(&api, path).await;
+        assert_eq!(status, 400, "{path}");
+        assert_eq!(body["error"], "invalid_id", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn readyz_is_503_until_the_cache_is_restored() {
+    let (api, readiness) = api_with(&[]);
+    let (status, body, _) = get(&api, "/readyz").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["failing"][0], "cache");
+    readiness.mark_restored();
+    let (status, body, _) = get(&api, "/readyz").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["ready"], true);
+    let (status, _, _) = get(&api, "/healthz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_a_strict_content_security_policy() {
+    let (api, _) = api_with(&[]);
+    let res = warp::test::request()
+        .path("/")
+        .reply(&router(api.clone()))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    let html = String::from_utf8(res.body().to_vec()).unwrap();
+    assert!(html.contains("src=\"app.js\""));
+    let js = warp::test::request()
+        .path("/app.js")
+        .reply(&router(api))
+        .await;
+    let js = String::from_utf8(js.body().to_vec()).unwrap();
+    assert!(js.contains("textContent") && !js.contains("innerHTML"));
+}
+
+#[tokio::test]
+async fn the_recent_list_and_metrics_are_served() {
+    let (api, _) = api_with(&["one", "two"]);
+    let (status, body, _) = get(&api, "/orders").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["orders"], serde_json::json!(["two", "one"]));
+    get(&api, "/orders/one").await;
+    let res = warp::test::request()
+        .path("/metrics")
+        .reply(&router(api))
+        .await;
+    let text = String::from_utf8(res.body().to_vec()).unwrap();
+    assert!(text.contains("order_cache_cache_orders 2"), "{text}");
+    assert!(
+        text.contains(
+            "order_cache_http_requests_total{route=\"/orders/{order_uid}\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn other_methods_and_routes_are_4xx() {
+    let (api, _) = api_with(&["abc"]);
+    let res = warp::test::request()
+        .method("POST")
+        .path("/orders/abc")
+        .reply(&router(api.clone()))
+        .await;
+    assert_eq!(res.status(), 405);
+    let (status, body, _) = get(&api, "/no/such/route").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "no_route");
+}
+
+#[tokio::test]
+async fn the_router_mounts_under_a_prefix_beside_other_routes() {
+    let (api, _) = api_with(&["abc"]);
+    let app = warp::path("orders-api")
+        .and(router(api))
+        .or(warp::path("hello").map(|| "hi"));
+    let res = warp::test::request()
+        .path("/orders-api/orders/abc")
+        .reply(&app)
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = warp::test::request().path("/hello").reply(&app).await;
+    assert_eq!(res.body(), "hi");
+    let res = warp::test::request().path("/orders-api").reply(&app).await;
+    assert_eq!(res.status(), 308);
+    assert_eq!(res.headers()["location"], "/orders-api/");
+    let res = warp::test::request().path("/orders-api/").reply(&app).await;
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_miss_falls_back_to_postgres_and_fills_the_cache() {
+    let db = TestDb::create().await;
+    let store = Store::new(StoreConfig::new(db.url.clone())).unwrap();
+    store.migrate().await.unwrap();
+    // Stored by "another instance": in PostgreSQL, not in this cache.
+    store.insert(&[example("elsewhere")]).await.unwrap();
+    let cache = Cache::new();
+    let api = Api::new(cache.clone(), Metrics::new(), Readiness::new()).with_store(store);
+
+    let (status, body, _) = get(&api, "/orders/elsewhere").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, example_order("elsewhere"));
+    assert!(cache.get("elsewhere").is_some());
+    let (status, _, _) = get(&api, "/orders/nowhere").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_server_answers_on_its_socket() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    let (status, _) = app.client.get("/healthz").await.unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = app.client.get("/readyz").await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = app.client.get("/orders/unknown").await.unwrap();
+    assert_eq!(status, 404);
+    app.stop().await.unwrap();
+}

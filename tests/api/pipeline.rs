@@ -1,0 +1,246 @@
+//! Stream → validate → PostgreSQL → cache → HTTP, end to end.
+
+use order_cache::ingest::{ERROR_HEADER, REASON_HEADER, SEQUENCE_HEADER};
+use serde_json::{json, Value};
+
+use crate::helpers::{example_order, spawn_app, unique, TestDb, TestStreams};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_order_round_trips_from_stream_to_http() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    let sent: Value =
+        serde_json::from_slice(include_bytes!("../../examples/example.json")).unwrap();
+
+    app.publish(include_bytes!("../../examples/example.json").to_vec(), None)
+        .await;
+
+    let served = app.wait_for_order("b563feb7b2b84b6test").await;
+    assert_eq!(served, sent);
+    let (status, body) = app
+        .client
+        .get("/getOrder?id=b563feb7b2b84b6test")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), sent);
+    assert_eq!(db.count("SELECT count(*) AS n FROM orders").await, 1);
+    assert_eq!(db.count("SELECT count(*) AS n FROM items").await, 1);
+    app.stop().await.unwrap();
+}
+
+/// Payloads that must each end in the dead-letter stream with this reason.
+fn garbage() -> Vec<(Vec<u8>, &'static str)> {
+    let valid = example_order("placeholder");
+    let with = |path: &[&str], value: Value| {
+        let mut v = valid.clone();
+        let mut cur = &mut v;
+        for p in &path[..path.len() - 1] {
+            cur = &mut cur[*p];
+        }
+        cur[path[path.len() - 1]] = value;
+        serde_json::to_vec(&v).unwrap()
+    };
+    let without = |field: &str| {
+        let mut v = valid.clone();
+        v.as_object_mut().unwrap().remove(field);
+        serde_json::to_vec(&v).unwrap()
+    };
+    vec![
+        (b"".to_vec(), "empty"),
+        (b"  \n\t ".to_vec(), "empty"),
+        (b"\xff\xfe{}".to_vec(), "not_utf8"),
+        (b"not json".to_vec(), "syntax"),
+        (b"{\"order_uid\": ".to_vec(), "syntax"),
+        (b"[1,2,3]".to_vec(), "shape"),
+        (b"42".to_vec(), "shape"),
+        (without("items"), "shape"),
+        (with(&["sm_id"], json!("99")), "shape"),
+        (with(&["payment", "amount"], json!(18.17)), "shape"),
+        (with(&["surprise"], json!(1)), "shape"),
+        (with(&["order_uid"], json!("")), "invalid"),
+        (with(&["order_uid"], json!("a/b")), "invalid"),
+        (
+            with(&["delivery", "name"], json!("nul\u{0}here")),
+            "invalid",
+        ),
+        (with(&["payment", "amount"], json!(-1)), "invalid"),
+        (with(&["items"], json!([])), "invalid"),
+        (with(&["date_created"], json!("yesterday")), "invalid"),
+        (
+            vec![b' '; order_cache::model::MAX_PAYLOAD_BYTES - 1024],
+            "empty",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_is_dead_lettered_with_its_reason_and_valid_orders_around_it_are_served() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    let garbage = garbage();
+    let mut uids = Vec::new();
+
+    for (i, (payload, _)) in garbage.iter().enumerate() {
+        let uid = unique("ok");
+        app.publish_order(&example_order(&uid)).await;
+        uids.push(uid);
+        app.publish(payload.clone(), Some(&format!("garbage-{i}")))
+            .await;
+    }
+
+    for uid in &uids {
+        app.wait_for_order(uid).await;
+    }
+    let letters = app.dead_letters(garbage.len() as u64).await;
+    assert_eq!(letters.len(), garbage.len());
+    for (letter, (payload, reason)) in letters.iter().zip(&garbage) {
+        assert_eq!(&letter.payload[..], &payload[..], "original bytes kept");
+        assert_eq!(
+            letter.headers.get(REASON_HEADER).map(|v| v.as_str()),
+            Some(*reason),
+            "reason of {:?}",
+            String::from_utf8_lossy(&payload[..payload.len().min(60)])
+        );
+        assert!(letter.headers.get(ERROR_HEADER).is_some());
+        assert!(letter.headers.get(SEQUENCE_HEADER).is_some());
+    }
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM orders").await,
+        uids.len() as i64
+    );
+    let (_, metrics) = app.client.get("/metrics").await.unwrap();
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("order_cache_orders_rejected_total{reason=\"shape\"} 6"),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_is_stored_once_and_the_first_version_is_kept() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    let uid = unique("dup");
+    let first = example_order(&uid);
+    let mut second = first.clone();
+    second["track_number"] = json!("CHANGED");
+
+    app.publish_order(&first).await;
+    app.wait_for_order(&uid).await;
+    // A different message id gets past the broker's de-duplication.
+    app.publish(serde_json::to_vec(&second).unwrap(), Some("another-id"))
+        .await;
+    app.publish(serde_json::to_vec(&first).unwrap(), None).await;
+    let marker = unique("after");
+    app.publish_order(&example_order(&marker)).await;
+    app.wait_for_order(&marker).await;
+
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) AS n FROM orders WHERE order_uid = '{uid}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(db.count("SELECT count(*) AS n FROM items").await, 2);
+    assert_eq!(app.wait_for_order(&uid).await, first);
+    let (_, metrics) = app.client.get("/metrics").await.unwrap();
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("order_cache_orders_duplicate_total 2"),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_restores_the_cache_from_postgres() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    let uids: Vec<String> = (0..50).map(|_| unique("r")).collect();
+    for uid in &uids {
+        app.publish_order(&example_order(uid)).await;
+    }
+    for uid in &uids {
+        app.wait_for_order(uid).await;
+    }
+    app.stop().await.unwrap();
+
+    // New streams: nothing can be re-ingested, so what is served was restored.
+    let other_streams = TestStreams::new();
+    let app = spawn_app(&db, &other_streams).await;
+
+    let (_, metrics) = app.client.get("/metrics").await.unwrap();
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("order_cache_cache_orders 50"), "{metrics}");
+    let (_, recent) = app.client.get("/orders").await.unwrap();
+    let recent: Value = serde_json::from_slice(&recent).unwrap();
+    assert_eq!(recent["orders"][0], json!(uids[49]));
+    for uid in &uids {
+        assert_eq!(app.wait_for_order(uid).await, example_order(uid));
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_postgres_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_stored() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    db.execute("ALTER TABLE items ADD CONSTRAINT no_poison CHECK (brand <> 'POISON')")
+        .await;
+    // Publish before the consumer can take them one by one: stop, publish, start.
+    app.stop().await.unwrap();
+    let poison = unique("poison");
+    let mut bad = example_order(&poison);
+    bad["items"][0]["brand"] = json!("POISON");
+    let good: Vec<String> = (0..20).map(|_| unique("good")).collect();
+    let publisher = async_nats::jetstream::new(
+        async_nats::connect(streams.nats_url.as_str())
+            .await
+            .unwrap(),
+    );
+    for (i, uid) in good.iter().enumerate() {
+        if i == 10 {
+            publisher
+                .publish(
+                    streams.config.subject.clone(),
+                    serde_json::to_vec(&bad).unwrap().into(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        publisher
+            .publish(
+                streams.config.subject.clone(),
+                serde_json::to_vec(&example_order(uid)).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let app = spawn_app(&db, &streams).await;
+    for uid in &good {
+        app.wait_for_order(uid).await;
+    }
+    let letters = app.dead_letters(1).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].headers.get(REASON_HEADER).unwrap().as_str(),
+        "database"
+    );
+    let (status, _) = app.client.get(&format!("/orders/{poison}")).await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(db.count("SELECT count(*) AS n FROM orders").await, 20);
+    app.stop().await.unwrap();
+}

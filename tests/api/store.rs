@@ -1,0 +1,86 @@
+//! The PostgreSQL store on its own.
+
+use order_cache::{Order, Store, StoreConfig, StoreError};
+
+use crate::helpers::{example, TestDb};
+
+async fn store() -> (TestDb, Store) {
+    let db = TestDb::create().await;
+    let store = Store::new(StoreConfig::new(db.url.clone())).unwrap();
+    store.migrate().await.unwrap();
+    (db, store)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_batch_is_stored_in_one_statement_and_scans_back_equal() {
+    let (db, store) = store().await;
+    // Far more rows than 65,535 binds would allow as one multi-row VALUES.
+    let orders: Vec<Order> = (0..5000)
+        .map(|i| {
+            let mut o = example(&format!("bulk{i:05}"));
+            o.items = (0..3).map(|_| o.items[0].clone()).collect();
+            o.items[2].name = format!("third of {i}");
+            o
+        })
+        .collect();
+
+    let inserted = store.insert(&orders).await.unwrap();
+
+    assert_eq!(inserted.len(), 5000);
+    assert_eq!(db.count("SELECT count(*) AS n FROM items").await, 15000);
+    let mut scanned = Vec::new();
+    assert_eq!(store.scan(|o| scanned.push(o)).await.unwrap(), 5000);
+    scanned.sort_by(|a, b| a.order_uid.cmp(&b.order_uid));
+    assert_eq!(scanned, orders);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inserting_again_is_idempotent_and_in_batch_duplicates_keep_the_first() {
+    let (db, store) = store().await;
+    let first = example("same");
+    let mut second = first.clone();
+    second.track_number = "SECOND".into();
+
+    let inserted = store
+        .insert(&[first.clone(), second, example("other")])
+        .await
+        .unwrap();
+    assert_eq!(inserted.len(), 2);
+    let again = store.insert(&[first.clone()]).await.unwrap();
+    assert!(again.is_empty());
+
+    assert_eq!(db.count("SELECT count(*) AS n FROM orders").await, 2);
+    assert_eq!(store.get(&first.order_uid).await.unwrap(), Some(first));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_row_fails_the_whole_batch_with_a_typed_error() {
+    let (db, store) = store().await;
+    let mut bad = example("bad");
+    bad.items[0].sale = 101; // breaks the CHECK constraint
+
+    let err = store.insert(&[example("fine"), bad]).await.unwrap_err();
+
+    assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+    assert!(!err.is_transient());
+    assert_eq!(db.count("SELECT count(*) AS n FROM orders").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_is_a_transient_error() {
+    let mut config = StoreConfig::new("postgres://postgres@127.0.0.1:1/nowhere");
+    config.connect_timeout = std::time::Duration::from_millis(500);
+    let store = Store::new(config).unwrap();
+    let err = store.insert(&[example("x")]).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(store.ping().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_can_run_twice_and_concurrently() {
+    let (db, store) = store().await;
+    let other = Store::new(StoreConfig::new(db.url.clone())).unwrap();
+    let (a, b) = tokio::join!(store.migrate(), other.migrate());
+    a.unwrap();
+    b.unwrap();
+}
