@@ -343,7 +343,9 @@ impl Ingestor {
         let mut committed = vec![false; orders.len()];
         let mut refused: Vec<(usize, String)> = Vec::new();
         let mut inserted: HashSet<OrderUid> = HashSet::new();
-        let mut pending = Vec::from([0..orders.len()]);
+        // Ranges of `orders` still to store; split on refusal.
+        let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+        pending.push(0..orders.len());
         let mut outcome = Outcome::Done;
         while let Some(range) = pending.pop() {
             match self.store.insert(&orders[range.clone()]).await {
