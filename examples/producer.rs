@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     while args.count.is_none_or(|n| sent < n) {
         ticker.tick().await;
         if let Some(k) = args.invalid_every {
-            if k > 0 && sent > 0 && sent % k == 0 && garbage < sent as usize / k as usize {
+            if k > 0 && sent > 0 && sent.is_multiple_of(k) {
                 let payload = GARBAGE[garbage % GARBAGE.len()];
                 garbage += 1;
                 pending.push(

@@ -1,7 +1,6 @@
 //! Spawns the real service against real PostgreSQL and NATS, each test in
 //! its own database and its own streams, and cleans them up on drop.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;

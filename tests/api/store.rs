@@ -46,7 +46,7 @@ async fn inserting_again_is_idempotent_and_in_batch_duplicates_keep_the_first() 
         .await
         .unwrap();
     assert_eq!(inserted.len(), 2);
-    let again = store.insert(&[first.clone()]).await.unwrap();
+    let again = store.insert(std::slice::from_ref(&first)).await.unwrap();
     assert!(again.is_empty());
 
     assert_eq!(db.count("SELECT count(*) AS n FROM orders").await, 2);
