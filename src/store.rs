@@ -9,7 +9,7 @@ use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{Array, Int4, Int8, Text, Timestamptz};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::{StreamExt, TryStreamExt};
 
@@ -280,10 +280,27 @@ impl Store {
     ///
     /// When the query fails.
     pub async fn get(&self, uid: &OrderUid) -> Result<Option<Order>, StoreError> {
-        let mut found = Vec::with_capacity(1);
-        self.scan_where(Some(std::slice::from_ref(uid)), |o| found.push(o))
-            .await?;
-        Ok(found.pop())
+        self.timed(async {
+            let mut conn = self.conn().await?;
+            // Rows are only ever inserted, each order in one statement: once
+            // the order row is seen, its items are committed too, so reading
+            // them afterwards is consistent without a snapshot.
+            let head: Option<(OrderRow, DeliveryRow, PaymentRow)> = heads_query()
+                .filter(orders::order_uid.eq(uid.as_str()))
+                .first(&mut conn)
+                .await
+                .optional()?;
+            let Some((head, delivery, payment)) = head else {
+                return Ok(None);
+            };
+            let lines: Vec<ItemRow> = items_query()
+                .filter(items::order_uid.eq(uid.as_str()))
+                .load(&mut conn)
+                .await?;
+            let lines = lines.into_iter().map(ItemRow::into_item).collect();
+            head.into_order(delivery, payment, lines).map(Some)
+        })
+        .await
     }
 
     /// Calls `f` with every stored order, reading them in two streamed,
@@ -293,70 +310,39 @@ impl Store {
     /// # Errors
     ///
     /// When a query fails or a row cannot be rebuilt.
-    pub async fn scan(&self, f: impl FnMut(Order)) -> Result<usize, StoreError> {
-        self.scan_where(None, f).await
-    }
-
-    async fn scan_where(
-        &self,
-        ids: Option<&[OrderUid]>,
-        mut f: impl FnMut(Order),
-    ) -> Result<usize, StoreError> {
-        let ids: Option<Vec<&str>> = ids.map(|ids| ids.iter().map(OrderUid::as_str).collect());
+    pub async fn scan(&self, mut f: impl FnMut(Order) + Send) -> Result<usize, StoreError> {
         let mut head_conn = self.conn().await?;
         let mut item_conn = self.conn().await?;
-
-        let mut heads = orders::table
-            .inner_join(deliveries::table)
-            .inner_join(payments::table)
-            .select((
-                OrderRow::as_select(),
-                DeliveryRow::as_select(),
-                PaymentRow::as_select(),
-            ))
-            .order(orders::order_uid)
-            .into_boxed();
-        let mut lines = items::table
-            .select(ItemRow::as_select())
-            .order((items::order_uid, items::position))
-            .into_boxed();
-        if let Some(ids) = &ids {
-            heads = heads.filter(orders::order_uid.eq_any(ids.clone()));
-            lines = lines.filter(items::order_uid.eq_any(ids.clone()));
+        // The two queries run on two connections at once, so they must read
+        // one snapshot: otherwise an order committed between their starts
+        // could be read without its items. The first connection exports its
+        // snapshot; the second adopts it.
+        let result = async {
+            head_conn
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+            let snapshot: SnapshotId = diesel::sql_query("SELECT pg_export_snapshot() AS id")
+                .get_result(&mut *head_conn)
+                .await?;
+            item_conn
+                .batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                    snapshot.id
+                ))
+                .await?;
+            let count = merge(&mut head_conn, &mut item_conn, &mut f).await?;
+            head_conn.batch_execute("COMMIT").await?;
+            item_conn.batch_execute("COMMIT").await?;
+            Ok(count)
         }
-        let (heads, lines) = self
-            .timed(async {
-                Ok(futures::try_join!(
-                    heads.load_stream::<(OrderRow, DeliveryRow, PaymentRow)>(&mut head_conn),
-                    lines.load_stream::<ItemRow>(&mut item_conn),
-                )?)
-            })
-            .await?;
-        let mut heads = std::pin::pin!(heads);
-        let mut lines = std::pin::pin!(lines.peekable());
-
-        let mut count = 0;
-        while let Some((head, delivery, payment)) = heads.try_next().await? {
-            let mut list = Vec::new();
-            // Both queries sort by the same key, so this order's items come
-            // next in the item stream.
-            while let Some(Ok(next)) = lines.as_mut().peek().await {
-                if next.order_uid != head.order_uid {
-                    break;
-                }
-                if let Some(line) = lines.next().await.transpose()? {
-                    list.push(line.into_item());
-                }
-            }
-            if let Some(Err(_)) = lines.as_mut().peek().await {
-                if let Some(Err(e)) = lines.next().await {
-                    return Err(e.into());
-                }
-            }
-            f(head.into_order(delivery, payment, list)?);
-            count += 1;
+        .await;
+        if result.is_err() {
+            // A connection may still be inside the transaction: never hand
+            // it back to the pool.
+            let _ = Object::take(head_conn);
+            let _ = Object::take(item_conn);
         }
-        Ok(count)
+        result
     }
 
     /// Ids of the `n` orders stored most recently, newest first.
@@ -380,6 +366,69 @@ impl Store {
         })
         .await
     }
+}
+
+#[derive(QueryableByName)]
+struct SnapshotId {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+#[diesel::dsl::auto_type(no_type_alias)]
+fn heads_query() -> _ {
+    let order: diesel::dsl::AsSelect<OrderRow, diesel::pg::Pg> = OrderRow::as_select();
+    let delivery: diesel::dsl::AsSelect<DeliveryRow, diesel::pg::Pg> = DeliveryRow::as_select();
+    let payment: diesel::dsl::AsSelect<PaymentRow, diesel::pg::Pg> = PaymentRow::as_select();
+    orders::table
+        .inner_join(deliveries::table)
+        .inner_join(payments::table)
+        .select((order, delivery, payment))
+        .order(orders::order_uid)
+}
+
+#[diesel::dsl::auto_type(no_type_alias)]
+fn items_query() -> _ {
+    let item: diesel::dsl::AsSelect<ItemRow, diesel::pg::Pg> = ItemRow::as_select();
+    items::table
+        .select(item)
+        .order((items::order_uid, items::position))
+}
+
+/// Streams orders (joined with delivery and payment) and items, both sorted
+/// by id, and hands `f` each order with its items.
+async fn merge(
+    head_conn: &mut AsyncPgConnection,
+    item_conn: &mut AsyncPgConnection,
+    f: &mut (impl FnMut(Order) + Send),
+) -> Result<usize, StoreError> {
+    let (heads, lines) = futures::try_join!(
+        heads_query().load_stream::<(OrderRow, DeliveryRow, PaymentRow)>(head_conn),
+        items_query().load_stream::<ItemRow>(item_conn),
+    )?;
+    let mut heads = std::pin::pin!(heads);
+    let mut lines = std::pin::pin!(lines.peekable());
+    let mut count = 0;
+    while let Some((head, delivery, payment)) = heads.try_next().await? {
+        let mut list = Vec::new();
+        // Both queries sort by the same key, so this order's items come
+        // next in the item stream.
+        while let Some(Ok(next)) = lines.as_mut().peek().await {
+            if next.order_uid != head.order_uid {
+                break;
+            }
+            if let Some(line) = lines.next().await.transpose()? {
+                list.push(line.into_item());
+            }
+        }
+        if let Some(Err(_)) = lines.as_mut().peek().await {
+            if let Some(Err(e)) = lines.next().await {
+                return Err(e.into());
+            }
+        }
+        f(head.into_order(delivery, payment, list)?);
+        count += 1;
+    }
+    Ok(count)
 }
 
 #[derive(QueryableByName)]

@@ -4,7 +4,7 @@
 -- reaches the database by another path cannot break them either.
 
 CREATE TABLE orders (
-    order_uid          TEXT PRIMARY KEY
+    order_uid          TEXT COLLATE "C" PRIMARY KEY
                        CHECK (order_uid ~ '^[A-Za-z0-9_-]{1,64}$'),
     -- Ingestion order, for "most recent" lists; not part of the wire format.
     seq                BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
@@ -22,7 +22,7 @@ CREATE TABLE orders (
 );
 
 CREATE TABLE deliveries (
-    order_uid TEXT PRIMARY KEY REFERENCES orders (order_uid) ON DELETE CASCADE,
+    order_uid TEXT COLLATE "C" PRIMARY KEY REFERENCES orders (order_uid) ON DELETE CASCADE,
     name      TEXT NOT NULL CHECK (octet_length(name) <= 1024),
     phone     TEXT NOT NULL CHECK (octet_length(phone) <= 1024),
     zip       TEXT NOT NULL CHECK (octet_length(zip) <= 1024),
@@ -33,7 +33,7 @@ CREATE TABLE deliveries (
 );
 
 CREATE TABLE payments (
-    order_uid     TEXT PRIMARY KEY REFERENCES orders (order_uid) ON DELETE CASCADE,
+    order_uid     TEXT COLLATE "C" PRIMARY KEY REFERENCES orders (order_uid) ON DELETE CASCADE,
     transaction   TEXT NOT NULL CHECK (octet_length(transaction) <= 1024),
     request_id    TEXT NOT NULL CHECK (octet_length(request_id) <= 1024),
     currency      TEXT NOT NULL CHECK (octet_length(currency) <= 1024),
@@ -47,7 +47,7 @@ CREATE TABLE payments (
 );
 
 CREATE TABLE items (
-    order_uid    TEXT NOT NULL REFERENCES orders (order_uid) ON DELETE CASCADE,
+    order_uid    TEXT COLLATE "C" NOT NULL REFERENCES orders (order_uid) ON DELETE CASCADE,
     position     INTEGER NOT NULL CHECK (position >= 0 AND position < 1000),
     chrt_id      BIGINT NOT NULL CHECK (chrt_id >= 0),
     track_number TEXT NOT NULL CHECK (octet_length(track_number) <= 1024),

@@ -84,3 +84,34 @@ async fn migrations_can_run_twice_and_concurrently() {
     a.unwrap();
     b.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_during_writes_never_see_an_order_without_its_items() {
+    let (_db, store) = store().await;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for batch in 0..100 {
+                let orders: Vec<Order> =
+                    (0..20).map(|i| example(&format!("w{batch}x{i}"))).collect();
+                store.insert(&orders).await.unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        store
+            .scan(|o| assert_eq!(o.items.len(), 1, "{} read without its items", o.order_uid))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            let uid = order_cache::OrderUid::parse(&format!("w{reads}x{i}")).unwrap();
+            if let Some(o) = store.get(&uid).await.unwrap() {
+                assert_eq!(o.items.len(), 1);
+            }
+        }
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert!(reads > 1, "the reads overlapped the writes");
+}

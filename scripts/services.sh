@@ -1,0 +1,77 @@
+# Helpers to find, install and start PostgreSQL and nats-server without
+# Docker. Sourced by scripts/up and .ci/run; every function is idempotent.
+
+# Runs a command as the postgres user when we are root (Debian's PostgreSQL
+# refuses to run as root).
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_bindir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  command -v initdb >/dev/null 2>&1 && { dirname "$(command -v initdb)"; return 0; }
+  return 1
+}
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing $*: install it (apt-get install $*) and run again" >&2
+    return 1
+  fi
+  if [ -z "${APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_binaries() {
+  pg_bindir >/dev/null || apt_install postgresql postgresql-client
+  command -v psql >/dev/null || apt_install postgresql-client
+  command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
+}
+
+nats_server_bin() {
+  command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server
+}
+
+# port_open HOST PORT
+port_open() {
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# wait_port HOST PORT SECONDS
+wait_port() {
+  local i
+  for i in $(seq 1 $(( $3 * 10 ))); do
+    port_open "$1" "$2" && return 0
+    sleep 0.1
+  done
+  echo "nothing answers on $1:$2 after $3 s" >&2
+  return 1
+}
+
+# start_postgres DIR PORT: a trust-auth cluster of our own in DIR.
+start_postgres() {
+  local dir=$1 port=$2 bin
+  bin=$(pg_bindir) || return 1
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$dir"; fi
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    as_postgres "$bin/initdb" -D "$dir" -U postgres -A trust -E UTF8 >/dev/null
+  fi
+  as_postgres "$bin/pg_ctl" -D "$dir" -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" \
+    -l "$dir/server.log" -w start >/dev/null
+}
+
+# start_nats DIR PORT [MONITOR_PORT]: a JetStream nats-server of our own.
+start_nats() {
+  local dir=$1 port=$2 monitor=${3:-}
+  mkdir -p "$dir"
+  local args=(-a 127.0.0.1 -p "$port" -js -sd "$dir")
+  [ -n "$monitor" ] && args+=(-m "$monitor")
+  nohup "$(nats_server_bin)" "${args[@]}" >"$dir/server.log" 2>&1 &
+  wait_port 127.0.0.1 "$port" 10
+}
