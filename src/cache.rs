@@ -46,14 +46,61 @@ struct Inner {
 /// One immutable state of the [`Cache`].
 #[derive(Clone, Default)]
 pub struct Snapshot {
-    orders: imbl::HashMap<Arc<str>, Bytes>,
-    recent: imbl::Vector<Arc<str>>,
+    // A map to unit rather than a set: only the map can hand back the
+    // stored key for a borrowed one.
+    orders: imbl::HashMap<Slot, ()>,
+    recent: imbl::Vector<Slot>,
+}
+
+/// One cached order: its id and response bytes in a single allocation, so a
+/// map node holds one thin pointer per order and copying a node on write
+/// stays cheap.
+struct Entry {
+    uid: Box<str>,
+    json: Box<[u8]>,
+}
+
+/// A shared [`Entry`], hashed and compared by its id.
+#[derive(Clone)]
+struct Slot(Arc<Entry>);
+
+impl std::hash::Hash for Slot {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must hash exactly as the `str` it borrows as.
+        self.0.uid.hash(state);
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.uid == other.0.uid
+    }
+}
+
+impl Eq for Slot {}
+
+impl std::borrow::Borrow<str> for Slot {
+    fn borrow(&self) -> &str {
+        &self.0.uid
+    }
+}
+
+/// Lets a response body share the cached allocation instead of copying it.
+struct Json(Arc<Entry>);
+
+impl AsRef<[u8]> for Json {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.json
+    }
 }
 
 impl Snapshot {
-    /// The response bytes of the order with this id.
-    pub fn get(&self, uid: &str) -> Option<&Bytes> {
-        self.orders.get(uid)
+    /// The response bytes of the order with this id. The bytes share the
+    /// cache's memory; nothing is copied.
+    pub fn get(&self, uid: &str) -> Option<Bytes> {
+        self.orders
+            .get_key_value(uid)
+            .map(|(slot, ())| Bytes::from_owner(Json(slot.0.clone())))
     }
 
     /// How many orders the snapshot holds.
@@ -68,7 +115,7 @@ impl Snapshot {
 
     /// Ids of the most recently inserted orders, newest first.
     pub fn recent(&self) -> impl Iterator<Item = &str> {
-        self.recent.iter().map(|s| &**s)
+        self.recent.iter().map(|s| &*s.0.uid)
     }
 }
 
@@ -94,7 +141,7 @@ impl Cache {
 
     /// The response bytes of the order with this id.
     pub fn get(&self, uid: &str) -> Option<Bytes> {
-        self.inner.current.load().get(uid).cloned()
+        self.inner.current.load().get(uid)
     }
 
     /// How many orders are cached.
@@ -131,14 +178,19 @@ impl Cache {
         self.update(entries, false);
     }
 
-    /// Sets the list of recent ids, newest first, e.g. after a restore.
+    /// Sets the list of recent ids, newest first, e.g. after a restore. Ids
+    /// not in the cache are left out.
     pub fn set_recent(&self, ids: impl IntoIterator<Item = OrderUid>) {
         let _writer = self.lock_writer();
         let mut next = Snapshot::clone(&self.inner.current.load());
         next.recent = ids
             .into_iter()
+            .filter_map(|id| {
+                next.orders
+                    .get_key_value(id.as_str())
+                    .map(|(s, ())| s.clone())
+            })
             .take(RECENT)
-            .map(|id| Arc::from(id.as_str()))
             .collect();
         self.inner.current.store(Arc::new(next));
     }
@@ -148,14 +200,17 @@ impl Cache {
         let mut next = Snapshot::clone(&self.inner.current.load());
         let mut changed = false;
         for (uid, bytes) in entries {
-            let key: Arc<str> = Arc::from(uid.as_str());
-            if next.orders.contains_key(&key) {
+            if next.orders.contains_key(uid.as_str()) {
                 continue;
             }
-            next.orders.insert(key.clone(), bytes);
+            let slot = Slot(Arc::new(Entry {
+                uid: uid.as_str().into(),
+                json: Vec::from(bytes).into_boxed_slice(),
+            }));
             if recent {
-                next.recent.push_front(key);
+                next.recent.push_front(slot.clone());
             }
+            next.orders.insert(slot, ());
             changed = true;
         }
         if changed {
