@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(period.max(Duration::from_micros(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     // Acks are awaited in windows so a high rate is not one round trip each.
-    let mut pending = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     let mut sent = 0u64;
     let mut garbage = 0usize;
     while args.count.is_none_or(|n| sent < n) {
@@ -76,10 +76,15 @@ async fn main() -> anyhow::Result<()> {
             if k > 0 && sent > 0 && sent.is_multiple_of(k) {
                 let payload = GARBAGE[garbage % GARBAGE.len()];
                 garbage += 1;
-                pending.push(
-                    js.publish(args.orders_subject.clone(), Bytes::from_static(payload))
-                        .await?,
-                );
+                let id = format!("garbage-{}", nuid::next());
+                publish(
+                    &js,
+                    &args.orders_subject,
+                    Some(&id),
+                    Bytes::from_static(payload),
+                    &mut pending,
+                )
+                .await;
                 if !args.quiet {
                     println!("garbage: {}", String::from_utf8_lossy(payload));
                 }
@@ -90,25 +95,93 @@ async fn main() -> anyhow::Result<()> {
         order["order_uid"] = Value::String(uid.clone());
         order["payment"]["transaction"] = Value::String(uid.clone());
         let payload = serde_json::to_vec(&order)?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, uid.as_str());
-        pending.push(
-            js.publish_with_headers(args.orders_subject.clone(), headers, payload.clone().into())
-                .await?,
-        );
+        publish(
+            &js,
+            &args.orders_subject,
+            Some(&uid),
+            payload.clone().into(),
+            &mut pending,
+        )
+        .await;
         sent += 1;
         if !args.quiet {
             println!("{}", String::from_utf8_lossy(&payload));
         }
         if pending.len() >= 256 || period >= Duration::from_millis(100) {
-            for ack in pending.drain(..) {
-                ack.await.context("JetStream did not confirm a publish")?;
+            confirm(&js, &args.orders_subject, &mut pending).await;
+        }
+    }
+    confirm(&js, &args.orders_subject, &mut pending).await;
+    eprintln!("published {sent} orders and {garbage} garbage messages");
+    Ok(())
+}
+
+/// A publish waiting for JetStream's ack, with what is needed to resend it.
+struct Pending {
+    msg_id: Option<String>,
+    payload: Bytes,
+    ack: Option<jetstream::context::PublishAckFuture>,
+}
+
+fn headers(msg_id: Option<&str>) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = msg_id {
+        // JetStream drops a re-sent message with the same id: resending
+        // after a lost ack cannot duplicate an order.
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    }
+    headers
+}
+
+/// Sends one message, retrying until NATS takes it (it may be restarting,
+/// or the stream may not exist yet because the server has not started).
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: Option<&str>,
+    payload: Bytes,
+    pending: &mut Vec<Pending>,
+) {
+    loop {
+        match js
+            .publish_with_headers(subject.to_owned(), headers(msg_id), payload.clone())
+            .await
+        {
+            Ok(ack) => {
+                pending.push(Pending {
+                    msg_id: msg_id.map(str::to_owned),
+                    payload,
+                    ack: Some(ack),
+                });
+                return;
+            }
+            Err(e) => {
+                eprintln!("publish failed ({e}); retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
-    for ack in pending.drain(..) {
-        ack.await.context("JetStream did not confirm a publish")?;
+}
+
+/// Waits for every pending ack; re-sends (same message id) what was not
+/// confirmed, until all are.
+async fn confirm(js: &jetstream::Context, subject: &str, pending: &mut Vec<Pending>) {
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        for mut p in pending.drain(..) {
+            if let Some(ack) = p.ack.take() {
+                if let Err(e) = ack.await {
+                    eprintln!("publish not confirmed ({e}); re-sending");
+                    failed.push(p);
+                }
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for p in failed {
+            publish(js, subject, p.msg_id.as_deref(), p.payload, pending).await;
+        }
     }
-    eprintln!("published {sent} orders and {garbage} garbage messages");
-    Ok(())
 }
