@@ -27,6 +27,52 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{:016x}", rand::random::<u64>())
 }
 
+/// A single number (`... AS n`) from a query, or why not.
+pub async fn count_at(url: &str, sql: &str) -> Result<i64, String> {
+    use diesel::QueryableByName;
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::Int8)]
+        n: i64,
+    }
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let row: N = diesel::sql_query(sql)
+        .get_result(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.n)
+}
+
+/// Publishes orders with these ids (each its own `Nats-Msg-Id`), awaiting
+/// the acks in windows so tens of thousands take seconds, not minutes.
+pub async fn publish_orders(js: &jetstream::Context, subject: &str, uids: &[String]) {
+    for chunk in uids.chunks(512) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for uid in chunk {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, uid.as_str());
+            let payload = serde_json::to_vec(&example_order(uid)).expect("json");
+            acks.push(
+                js.publish_with_headers(subject.to_owned(), headers, payload.into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for ack in acks {
+            ack.await.expect("publish ack");
+        }
+    }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// A database of the test's own, dropped with it.
 pub struct TestDb {
     pub name: String,
@@ -273,6 +319,11 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether the service task is still running (it never exits by itself).
+    pub fn is_running(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
     }
 
     /// Stops the service as SIGTERM would, and waits for it to exit.

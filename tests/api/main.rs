@@ -1,7 +1,10 @@
 //! Integration tests: the real service against real PostgreSQL and NATS.
-//! Each test has its own database and its own streams.
+//! Each test has its own database and its own streams; fault-injection tests
+//! own their PostgreSQL cluster and nats-server outright.
 
+mod faults;
 mod helpers;
 mod http;
 mod pipeline;
+mod services;
 mod store;

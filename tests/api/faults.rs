@@ -1,0 +1,341 @@
+//! Fault injection: the service, PostgreSQL and NATS are killed mid-ingest
+//! (each test owns its PostgreSQL cluster and nats-server, on free ports);
+//! afterwards every published order is stored exactly once and served.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use order_cache::ingest::ensure_topology;
+use rand::Rng;
+use serde_json::Value;
+
+use crate::helpers::{count_at, example_order, metric, publish_orders, unique, TestStreams};
+use crate::services::{OwnNats, OwnPostgres, ServerProcess};
+
+/// Everything one fault test owns. Fields drop in order: streams are deleted
+/// while NATS still runs, then the servers stop.
+struct Rig {
+    streams: TestStreams,
+    js: jetstream::Context,
+    nats: OwnNats,
+    pg: OwnPostgres,
+    db_url: String,
+}
+
+async fn rig() -> Rig {
+    let pg = OwnPostgres::start();
+    pg.create_database("orders");
+    let nats = OwnNats::start();
+    let mut streams = TestStreams::on(nats.url());
+    // Redeliver what a killed instance had fetched within seconds.
+    streams.config.ack_wait = Duration::from_secs(3);
+    streams.config.batch_size = 500;
+    let client = async_nats::connect(nats.url()).await.expect("own NATS");
+    let js = jetstream::new(client);
+    ensure_topology(&js, &streams.config)
+        .await
+        .expect("topology");
+    Rig {
+        db_url: pg.url("orders"),
+        streams,
+        js,
+        nats,
+        pg,
+    }
+}
+
+impl Rig {
+    fn spawn(&self) -> ServerProcess {
+        ServerProcess::spawn(&self.db_url, &self.nats.url(), &self.streams.config)
+    }
+
+    async fn publish(&self, uids: &[String]) {
+        publish_orders(&self.js, &self.streams.config.subject, uids).await;
+    }
+
+    /// Rows in `orders` (None while PostgreSQL is down or not migrated).
+    async fn stored(&self) -> Option<i64> {
+        count_at(&self.db_url, "SELECT count(*) AS n FROM orders")
+            .await
+            .ok()
+    }
+
+    async fn wait_stored(&self, at_least: i64, within: Duration) -> i64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let n = self.stored().await.unwrap_or(0);
+            if n >= at_least {
+                return n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {n} of {at_least} orders stored in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every published order stored exactly once, with its one item.
+    async fn assert_exactly_once(&self, n: usize) {
+        for sql in [
+            "SELECT count(*) AS n FROM orders",
+            "SELECT count(DISTINCT order_uid) AS n FROM orders",
+            "SELECT count(*) AS n FROM items",
+            "SELECT count(*) AS n FROM payments",
+            "SELECT count(*) AS n FROM deliveries",
+        ] {
+            assert_eq!(
+                count_at(&self.db_url, sql).await.unwrap(),
+                n as i64,
+                "{sql}"
+            );
+        }
+    }
+}
+
+async fn wait_ready(server: &ServerProcess, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok((200, _)) = server.client().get("/readyz").await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "server not ready in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_status(server: &ServerProcess, path: &str, want: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok((status, _)) = server.client().get(path).await {
+            if status == want {
+                return started.elapsed();
+            }
+        }
+        assert!(started.elapsed() < within, "{path} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn cache_size(server: &ServerProcess) -> f64 {
+    let (_, text) = server.client().get("/metrics").await.expect("metrics");
+    metric(&String::from_utf8_lossy(&text), "order_cache_cache_orders").unwrap_or(-1.0)
+}
+
+/// Every sampled order is served, equal to what was published.
+async fn assert_served(server: &ServerProcess, uids: &[String], sample: usize) {
+    let mut rng = rand::rng();
+    for _ in 0..sample {
+        let uid = &uids[rng.random_range(0..uids.len())];
+        let (status, body) = server
+            .client()
+            .get(&format!("/orders/{uid}"))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{uid}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            example_order(uid)
+        );
+    }
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|_| unique("f")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
+    const N: usize = 20_000;
+    let rig = rig().await;
+    let uids = ids(N);
+    rig.publish(&uids).await;
+
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    let mut last = 0;
+    while kills < 3 {
+        let mut server = rig.spawn();
+        // Let it make some progress, then kill it at a random moment.
+        let target = last + rng.random_range(500..2500);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rig.stored().await.unwrap_or(0) < target && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
+        assert!(server.is_running(), "the server died by itself");
+        server.kill9();
+        kills += 1;
+        last = rig.stored().await.unwrap_or(0);
+        assert!(
+            last < N as i64,
+            "ingest finished before kill {kills}; publish more"
+        );
+    }
+
+    let server = rig.spawn();
+    rig.wait_stored(N as i64, Duration::from_secs(120)).await;
+    wait_ready(&server, Duration::from_secs(30)).await;
+    rig.assert_exactly_once(N).await;
+    // The cache is complete: restored from PostgreSQL plus what it ingested.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cache_size(&server).await < N as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "cache incomplete: {}",
+            cache_size(&server).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_served(&server, &uids, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_stopped_hard_mid_ingest_loses_nothing_and_cached_orders_stay_served() {
+    const FIRST: usize = 2_000;
+    const SECOND: usize = 8_000;
+    let rig = rig().await;
+    let first = ids(FIRST);
+    let second = ids(SECOND);
+    rig.publish(&first).await;
+    let mut server = rig.spawn();
+    rig.wait_stored(FIRST as i64, Duration::from_secs(60)).await;
+    wait_ready(&server, Duration::from_secs(30)).await;
+    let cached = first[0].clone();
+    wait_status(
+        &server,
+        &format!("/orders/{cached}"),
+        200,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Keep publishing while PostgreSQL goes away.
+    let publisher = {
+        let js = rig.js.clone();
+        let subject = rig.streams.config.subject.clone();
+        let second = second.clone();
+        tokio::spawn(async move {
+            for chunk in second.chunks(500) {
+                publish_orders(&js, &subject, chunk).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.pg.stop_immediate();
+    let down = Instant::now();
+    let to_503 = wait_status(&server, "/readyz", 503, Duration::from_secs(10)).await;
+    while down.elapsed() < Duration::from_secs(10) {
+        let (status, _) = server
+            .client()
+            .get(&format!("/orders/{cached}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            status, 200,
+            "cached orders are served while PostgreSQL is down"
+        );
+        assert!(server.is_running());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rig.pg.resume();
+    let back = Instant::now();
+    wait_ready(&server, Duration::from_secs(30)).await;
+    let to_ready = back.elapsed();
+    publisher.await.unwrap();
+    rig.wait_stored((FIRST + SECOND) as i64, Duration::from_secs(120))
+        .await;
+    let caught_up = back.elapsed();
+    assert!(server.is_running());
+    rig.assert_exactly_once(FIRST + SECOND).await;
+    assert_served(&server, &second, 200).await;
+    eprintln!(
+        "postgres outage: 503 after {to_503:?}, ready {to_ready:?} after restart, all stored {caught_up:?} after restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_killed_and_restarted_mid_ingest_loses_nothing() {
+    const N: usize = 20_000;
+    let mut rig = rig().await;
+    let uids = ids(N);
+    rig.publish(&uids).await;
+    let mut server = rig.spawn();
+    rig.wait_stored(1_000, Duration::from_secs(60)).await;
+
+    rig.nats.kill();
+    let stored_while_down = rig.stored().await.unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig.nats.resume();
+    let back = Instant::now();
+
+    rig.wait_stored(N as i64, Duration::from_secs(120)).await;
+    eprintln!(
+        "nats outage: {stored_while_down} stored when killed, all {N} stored {:?} after restart",
+        back.elapsed()
+    );
+    assert!(server.is_running(), "the server survived the broker");
+    wait_ready(&server, Duration::from_secs(30)).await;
+    rig.assert_exactly_once(N).await;
+    assert_served(&server, &uids, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_ingest_commits_the_batch_in_flight_and_exits_zero() {
+    const N: usize = 20_000;
+    let rig = rig().await;
+    let uids = ids(N);
+    rig.publish(&uids).await;
+    let server = rig.spawn();
+    rig.wait_stored(2_000, Duration::from_secs(60)).await;
+
+    let (status, took) = server
+        .terminate(Duration::from_secs(15))
+        .expect("exits within 15 s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    eprintln!("sigterm: exited in {took:?}");
+
+    let server = rig.spawn();
+    rig.wait_stored(N as i64, Duration::from_secs(120)).await;
+    wait_ready(&server, Duration::from_secs(30)).await;
+    rig.assert_exactly_once(N).await;
+    // What the first instance committed, it also acknowledged: nothing came
+    // back to the second one as an already-stored order.
+    let (_, text) = server.client().get("/metrics").await.unwrap();
+    let dups = metric(
+        &String::from_utf8_lossy(&text),
+        "order_cache_orders_duplicate_total",
+    );
+    assert_eq!(dups, Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_on_one_database_and_stream_store_once_and_both_serve_all() {
+    const N: usize = 5_000;
+    let rig = rig().await;
+    let a = rig.spawn();
+    let b = rig.spawn();
+    wait_ready(&a, Duration::from_secs(30)).await;
+    wait_ready(&b, Duration::from_secs(30)).await;
+    let uids = ids(N);
+    rig.publish(&uids).await;
+
+    rig.wait_stored(N as i64, Duration::from_secs(120)).await;
+    rig.assert_exactly_once(N).await;
+    for server in [&a, &b] {
+        assert_served(server, &uids, 300).await;
+    }
+    // Both consumed a share of the stream.
+    for server in [&a, &b] {
+        let (_, text) = server.client().get("/metrics").await.unwrap();
+        let ingested = metric(
+            &String::from_utf8_lossy(&text),
+            "order_cache_orders_ingested_total",
+        );
+        assert!(
+            ingested.unwrap_or(0.0) > 0.0,
+            "an instance ingested nothing"
+        );
+    }
+}

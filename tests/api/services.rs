@@ -1,0 +1,314 @@
+//! Processes a fault-injection test owns and may kill: a PostgreSQL cluster,
+//! a nats-server, and the service itself, each on free ports, each stopped
+//! and cleaned up on drop. The machine's shared servers are never touched.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL tool, as the postgres user when we are root (Debian's
+/// PostgreSQL refuses to run as root).
+fn pg_command(tool: &str) -> Command {
+    let path = pg_bindir().join(tool);
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn pg_bindir() -> PathBuf {
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .collect();
+        dirs.sort();
+        if let Some(d) = dirs.pop() {
+            return d;
+        }
+    }
+    PathBuf::from("/usr/bin")
+}
+
+fn temp_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    if is_root() {
+        let _ = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&dir)
+            .status();
+    }
+    dir
+}
+
+fn wait_for_port(port: u16, up: bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let open = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if open == up {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "port {port} did not become {}",
+            if up { "open" } else { "closed" }
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A PostgreSQL cluster of the test's own.
+pub struct OwnPostgres {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl OwnPostgres {
+    pub fn start() -> OwnPostgres {
+        let dir = temp_dir("order-cache-pg");
+        let port = free_port();
+        let status = pg_command("initdb")
+            .args(["-D"])
+            .arg(&dir)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("initdb");
+        assert!(status.success(), "initdb failed");
+        let pg = OwnPostgres { dir, port };
+        pg.resume();
+        pg
+    }
+
+    /// `postgres://…/{db}` on this cluster.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Starts (again) on the same port and data.
+    pub fn resume(&self) {
+        let opts = format!(
+            "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port
+        );
+        let status = pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-o", &opts, "-l"])
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl start");
+        assert!(status.success(), "pg_ctl start failed");
+        wait_for_port(self.port, true, Duration::from_secs(20));
+    }
+
+    /// `pg_ctl stop -m immediate`: no shutdown checkpoint, connections cut.
+    pub fn stop_immediate(&self) {
+        let _ = pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status();
+        wait_for_port(self.port, false, Duration::from_secs(20));
+    }
+
+    pub fn create_database(&self, name: &str) {
+        let status = pg_command("createdb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ])
+            .status()
+            .expect("createdb");
+        assert!(status.success());
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.stop_immediate();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A nats-server with JetStream of the test's own.
+pub struct OwnNats {
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn nats_server_bin() -> PathBuf {
+    for p in [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("nats-server")
+}
+
+impl OwnNats {
+    pub fn start() -> OwnNats {
+        let mut nats = OwnNats {
+            dir: temp_dir("order-cache-nats"),
+            port: free_port(),
+            child: None,
+        };
+        nats.resume();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and storage.
+    pub fn resume(&mut self) {
+        let child = Command::new(nats_server_bin())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server");
+        self.child = Some(child);
+        wait_for_port(self.port, true, Duration::from_secs(20));
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        wait_for_port(self.port, false, Duration::from_secs(20));
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `server` example as a separate process, so it can be SIGKILLed.
+pub struct ServerProcess {
+    child: Child,
+    pub port: u16,
+}
+
+/// Where cargo put the `server` example for this test build.
+fn server_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/api-<hash> → target/<profile>/examples/server
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join("examples").join("server");
+    assert!(
+        bin.exists(),
+        "build the server example first: cargo build --example server"
+    );
+    bin
+}
+
+impl ServerProcess {
+    pub fn spawn(
+        database_url: &str,
+        nats_url: &str,
+        ingest: &order_cache::IngestConfig,
+    ) -> ServerProcess {
+        let port = free_port();
+        let child = Command::new(server_bin())
+            .env("DATABASE_URL", database_url)
+            .env("NATS_URL", nats_url)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("ORDERS_STREAM", &ingest.stream)
+            .env("ORDERS_SUBJECT", &ingest.subject)
+            .env("ORDERS_CONSUMER", &ingest.consumer)
+            .env("ORDERS_DLQ_SUBJECT", &ingest.dlq_subject)
+            .env("BATCH_SIZE", ingest.batch_size.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server");
+        ServerProcess { child, port }
+    }
+
+    pub fn client(&self) -> crate::helpers::reqwest_lite::Client {
+        crate::helpers::reqwest_lite::Client::new(([127, 0, 0, 1], self.port).into())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `within` for the exit.
+    pub fn terminate(mut self, within: Duration) -> Option<(ExitStatus, Duration)> {
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        while started.elapsed() < within {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((status, started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
