@@ -161,6 +161,11 @@ pub fn router(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         }))
 }
 
+/// GET, and HEAD for the same routes (hyper drops the body of a HEAD answer).
+fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
+}
+
 fn with_api(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clone {
     warp::any().map(move || api.clone())
 }
@@ -168,7 +173,7 @@ fn with_api(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clo
 /// `GET /orders/{order_uid}`, the id being the whole rest of the path, and
 /// `GET /orders`, the recent list. `/orders/` is an empty id, not the list.
 fn order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::get()
+    get_or_head()
         .and(warp::path("orders"))
         .and(warp::path::full())
         .and(warp::path::tail())
@@ -190,7 +195,7 @@ struct IdQuery {
 
 /// `GET /getOrder?id={order_uid}`.
 fn get_order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::get()
+    get_or_head()
         .and(warp::path("getOrder"))
         .and(warp::path::end())
         .and(warp::query::<IdQuery>())
@@ -250,11 +255,11 @@ fn page() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let css = warp::path("style.css")
         .and(warp::path::end())
         .map(|| static_reply(STYLE_CSS, "text/css; charset=utf-8"));
-    warp::get().and(index.or(js).unify().or(css).unify())
+    get_or_head().and(index.or(js).unify().or(css).unify())
 }
 
 fn healthz() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::get()
+    get_or_head()
         .and(warp::path("healthz"))
         .and(warp::path::end())
         .map(|| json_response(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")))
@@ -267,7 +272,7 @@ struct ReadyBody {
 }
 
 fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::get()
+    get_or_head()
         .and(warp::path("readyz"))
         .and(warp::path::end())
         .and(with_api(api))
@@ -287,7 +292,7 @@ fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> +
 }
 
 fn metrics_route(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::get()
+    get_or_head()
         .and(warp::path("metrics"))
         .and(warp::path::end())
         .and(with_api(api))
@@ -333,7 +338,7 @@ async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
         (
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            "only GET is served".into(),
+            "only GET and HEAD are served".into(),
         )
     } else {
         (

@@ -831,3 +831,178 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn example() -> Value {
+        serde_json::from_slice(include_bytes!("../examples/example.json")).unwrap()
+    }
+
+    /// Every leaf path of a JSON value.
+    fn leaves(v: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    path.push(k.clone());
+                    leaves(child, path, out);
+                    path.pop();
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    leaves(child, path, out);
+                    path.pop();
+                }
+            }
+            _ => out.push(path.clone()),
+        }
+    }
+
+    fn at<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
+        path.iter().fold(v, |cur, p| match p.parse::<usize>() {
+            Ok(i) => &mut cur[i],
+            Err(_) => &mut cur[p.as_str()],
+        })
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::String),
+            "[A-Za-z0-9_-]{0,70}".prop_map(Value::String),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})"
+                .prop_map(Value::String),
+            Just(json!([])),
+            Just(json!({})),
+        ]
+    }
+
+    /// A random order that follows every rule.
+    fn valid_order() -> impl Strategy<Value = Value> {
+        let text = "\\PC{0,30}"; // any printable text, unicode included
+        (
+            "[A-Za-z0-9_-]{1,64}",
+            prop::collection::vec(text, 20),
+            prop::collection::vec(0i64..=i64::MAX, 9),
+            prop::collection::vec((0i64..=100, 0i64..=i64::from(i32::MAX)), 1..5),
+            0i64..=i64::from(i32::MAX),
+            0i64..=253_402_300_799, // up to 9999-12-31T23:59:59Z
+            prop_oneof![Just(0u32), 1u32..1000, 1u32..1_000_000],
+        )
+            .prop_map(|(uid, t, n, items, sm_id, secs, frac)| {
+                let micros = if frac >= 1000 { frac } else { frac * 1000 };
+                let date = DateTime::from_timestamp(secs, micros * 1000).unwrap();
+                let mut v = example();
+                v["order_uid"] = json!(uid);
+                for (i, f) in [
+                    "track_number",
+                    "entry",
+                    "locale",
+                    "internal_signature",
+                    "customer_id",
+                    "delivery_service",
+                    "shardkey",
+                    "oof_shard",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    v[*f] = json!(t[i]);
+                }
+                for (i, f) in ["name", "phone", "zip", "city", "address", "region", "email"]
+                    .iter()
+                    .enumerate()
+                {
+                    v["delivery"][*f] = json!(t[8 + i]);
+                }
+                for (i, f) in ["transaction", "request_id", "currency", "provider", "bank"]
+                    .iter()
+                    .enumerate()
+                {
+                    v["payment"][*f] = json!(t[15 + i]);
+                }
+                for (i, f) in [
+                    "amount",
+                    "payment_dt",
+                    "delivery_cost",
+                    "goods_total",
+                    "custom_fee",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    v["payment"][*f] = json!(n[i]);
+                }
+                let template = v["items"][0].clone();
+                v["items"] = Value::Array(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (sale, status))| {
+                            let mut it = template.clone();
+                            it["sale"] = json!(sale);
+                            it["status"] = json!(status);
+                            it["chrt_id"] = json!(n[5 + i % 4]);
+                            it["name"] = json!(t[i]);
+                            it
+                        })
+                        .collect(),
+                );
+                v["sm_id"] = json!(sm_id);
+                v["date_created"] = json!(Timestamp::from(date).to_string());
+                v
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = Order::decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_orders_never_panic_and_what_is_accepted_round_trips(
+            pick in any::<prop::sample::Index>(),
+            value in any_json(),
+            remove in any::<bool>(),
+        ) {
+            let mut v = example();
+            let mut paths = Vec::new();
+            leaves(&v, &mut Vec::new(), &mut paths);
+            let path = &paths[pick.index(paths.len())];
+            if remove {
+                let (last, parent) = path.split_last().unwrap();
+                if let Some(m) = at(&mut v, parent).as_object_mut() {
+                    m.remove(last);
+                }
+            } else {
+                *at(&mut v, path) = value;
+            }
+            let bytes = serde_json::to_vec(&v).unwrap();
+            if let Ok(order) = Order::decode(&bytes) {
+                let back: Value = serde_json::from_slice(&order.to_json()).unwrap();
+                prop_assert_eq!(back, v);
+            }
+        }
+
+        #[test]
+        fn every_valid_order_is_accepted_and_round_trips(v in valid_order()) {
+            let bytes = serde_json::to_vec(&v).unwrap();
+            let order = Order::decode(&bytes);
+            prop_assert!(order.is_ok(), "{:?}", order.err());
+            let back: Value = serde_json::from_slice(&order.unwrap().to_json()).unwrap();
+            prop_assert_eq!(back, v);
+        }
+    }
+}

@@ -378,6 +378,10 @@ pub mod reqwest_lite {
             Client { addr }
         }
 
+        pub fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+
         /// Sends `GET path` and returns the status and body.
         pub async fn get(&self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
             let (status, _, body) = self.request("GET", path, &[]).await?;

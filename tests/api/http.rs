@@ -196,3 +196,112 @@ async fn the_real_server_answers_on_its_socket() {
     assert_eq!(status, 404);
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_get_4xx_never_5xx_or_a_hang_and_others_keep_being_served() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    let uid = crate::helpers::unique("ok");
+    app.publish_order(&example_order(&uid)).await;
+    app.wait_for_order(&uid).await;
+    let addr = app.client.addr();
+
+    // Idle and half-sent connections that never finish.
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /orders/").await.unwrap();
+        }
+        idle.push(s);
+    }
+
+    let long = format!("/orders/{}", "a".repeat(8 * 1024));
+    let huge = format!("/{}", "b".repeat(70 * 1024));
+    let cases: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+        ("GET", long, vec![]),
+        ("GET", huge, vec![]),
+        (
+            "GET",
+            "/orders/%2e%2e%2f%2e%2e%2fetc%2fpasswd".into(),
+            vec![],
+        ),
+        ("GET", "/orders/%00".into(), vec![]),
+        ("GET", "/orders/%ZZ".into(), vec![]),
+        ("GET", "/orders/a%20b".into(), vec![]),
+        ("GET", "/orders/..".into(), vec![]),
+        ("GET", "/getOrder?id=%E2%80%AE".into(), vec![]),
+        ("GET", "/getOrder?id=a&id=b".into(), vec![]),
+        ("GET", "/%2e%2e/%2e%2e/".into(), vec![]),
+        (
+            "GET",
+            "/orders/x".into(),
+            vec![("X-Big", "c".repeat(100 * 1024))],
+        ),
+        (
+            "GET",
+            "/orders/x".into(),
+            (0..200).map(|_| ("X-Many", "d".into())).collect(),
+        ),
+        (
+            "POST",
+            format!("/orders/{uid}"),
+            vec![("Content-Length", "5".into())],
+        ),
+        ("PUT", format!("/orders/{uid}"), vec![]),
+        ("DELETE", format!("/orders/{uid}"), vec![]),
+        ("PATCH", "/".into(), vec![]),
+        ("OPTIONS", "/".into(), vec![]),
+        ("TRACE", "/".into(), vec![]),
+        ("BREW", "/".into(), vec![]),
+    ];
+    for (method, path, headers) in &cases {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            app.client.request(method, path, &headers),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{method} {:.60} hung", path));
+        let shown = &path[..path.len().min(60)];
+        eprintln!("{method} {shown} -> {:?}", answer.as_ref().map(|a| a.0));
+        match answer {
+            Ok((status, _, _)) => assert!(
+                (400..500).contains(&status),
+                "{method} {shown} answered {status}"
+            ),
+            // The server may close a grossly oversized request outright.
+            Err(e) => assert!(
+                path.len() > 60 * 1024 || !headers.is_empty(),
+                "{method} {shown}: {e}"
+            ),
+        }
+        // Someone else is still served, promptly.
+        let (status, _) = tokio::time::timeout(
+            Duration::from_secs(2),
+            app.client.get(&format!("/orders/{uid}")),
+        )
+        .await
+        .expect("a normal client is served while others misbehave")
+        .unwrap();
+        assert_eq!(status, 200);
+    }
+    let (status, head, body) = app
+        .client
+        .request("HEAD", &format!("/orders/{uid}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "HEAD is served like GET");
+    assert!(
+        body.is_empty()
+            && head
+                .to_ascii_lowercase()
+                .contains("content-type: application/json")
+    );
+    drop(idle);
+    app.stop().await.unwrap();
+}

@@ -2,6 +2,7 @@
 //! Each test has its own database and its own streams; fault-injection tests
 //! own their PostgreSQL cluster and nats-server outright.
 
+mod corpus;
 mod faults;
 mod helpers;
 mod http;
