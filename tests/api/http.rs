@@ -222,7 +222,8 @@ async fn hostile_requests_get_4xx_never_5xx_or_a_hang_and_others_keep_being_serv
 
     let long = format!("/orders/{}", "a".repeat(8 * 1024));
     let huge = format!("/{}", "b".repeat(70 * 1024));
-    let cases: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
         ("GET", long, vec![]),
         ("GET", huge, vec![]),
         (
