@@ -38,6 +38,13 @@ struct Args {
     /// Print only a summary, not every message.
     #[arg(long)]
     quiet: bool,
+    /// Create this stream (and the service's consumer) first if missing, so
+    /// orders can be queued before the server ever ran.
+    #[arg(long, env = "ORDERS_STREAM")]
+    ensure_stream: Option<String>,
+    /// Dead-letter subject, for --ensure-stream (as the server's).
+    #[arg(long, env = "ORDERS_DLQ_SUBJECT", default_value = "orders.dlq")]
+    orders_dlq_subject: String,
 }
 
 const GARBAGE: &[&[u8]] = &[
@@ -59,6 +66,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot reach NATS at {}", args.nats_url))?;
     let js = jetstream::new(client);
+    if let Some(stream) = &args.ensure_stream {
+        let config = order_cache::IngestConfig {
+            stream: stream.clone(),
+            dlq_stream: format!("{stream}_DLQ"),
+            subject: args.orders_subject.clone(),
+            dlq_subject: args.orders_dlq_subject.clone(),
+            ..order_cache::IngestConfig::default()
+        };
+        order_cache::ingest::ensure_topology(&js, &config).await?;
+    }
 
     let period = match args.rate {
         Some(rate) if rate > 0.0 => Duration::from_secs_f64(1.0 / rate),

@@ -134,7 +134,7 @@ pub async fn run(
         r = restore(&store, &cache) => Some(r?),
     };
     if let Some(count) = restored {
-        metrics.cache_orders(cache.len());
+        metrics.cache(&cache.snapshot());
         readiness.mark_restored();
         info!(orders = count, "cache restored; consuming");
         ingestor.run(shutdown.clone()).await;

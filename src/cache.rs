@@ -46,6 +46,7 @@ struct Inner {
 /// One immutable state of the [`Cache`].
 #[derive(Clone, Default)]
 pub struct Snapshot {
+    bytes: usize,
     // A map to unit rather than a set: only the map can hand back the
     // stored key for a borrowed one.
     orders: imbl::HashMap<Slot, ()>,
@@ -106,6 +107,11 @@ impl Snapshot {
     /// How many orders the snapshot holds.
     pub fn len(&self) -> usize {
         self.orders.len()
+    }
+
+    /// Total size of the cached JSON, in bytes.
+    pub fn json_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether the snapshot holds no order.
@@ -203,6 +209,7 @@ impl Cache {
             if next.orders.contains_key(uid.as_str()) {
                 continue;
             }
+            next.bytes += bytes.len();
             let slot = Slot(Arc::new(Entry {
                 uid: uid.as_str().into(),
                 json: Vec::from(bytes).into_boxed_slice(),

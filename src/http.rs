@@ -297,7 +297,7 @@ fn metrics_route(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejec
         .and(warp::path::end())
         .and(with_api(api))
         .map(|api: Api| {
-            api.metrics.cache_orders(api.cache.len());
+            api.metrics.cache(&api.cache.snapshot());
             Response::builder()
                 .header(
                     header::CONTENT_TYPE,

@@ -384,7 +384,7 @@ impl Ingestor {
         let ingested = fresh.len();
         self.cache.insert(fresh);
         self.metrics.ingested(ingested);
-        self.metrics.cache_orders(self.cache.len());
+        self.metrics.cache(&self.cache.snapshot());
 
         let refused: HashMap<usize, String> = refused.into_iter().collect();
         let duplicates = committed.iter().filter(|c| **c).count() - ingested;

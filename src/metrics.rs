@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 /// | `order_cache_orders_duplicate_total` | counter | |
 /// | `order_cache_orders_rejected_total` | counter | `reason` |
 /// | `order_cache_cache_orders` | gauge | |
+/// | `order_cache_cache_json_bytes` | gauge | |
 /// | `order_cache_http_requests_total` | counter | `route`, `status` |
 /// | `order_cache_ingest_batch_seconds` | histogram | |
 /// | `order_cache_ingest_batch_size` | histogram | |
@@ -34,6 +35,7 @@ struct Inner {
     duplicates: Counter,
     rejected: Family<ReasonLabel, Counter>,
     cache_orders: Gauge,
+    cache_bytes: Gauge,
     http: Family<HttpLabels, Counter>,
     batch_seconds: Histogram,
     batch_size: Histogram,
@@ -71,6 +73,7 @@ impl Metrics {
         let duplicates = Counter::default();
         let rejected = Family::<ReasonLabel, Counter>::default();
         let cache_orders = Gauge::default();
+        let cache_bytes = Gauge::default();
         let http = Family::<HttpLabels, Counter>::default();
         let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
@@ -91,6 +94,11 @@ impl Metrics {
             rejected.clone(),
         );
         registry.register("cache_orders", "Orders in the cache", cache_orders.clone());
+        registry.register(
+            "cache_json_bytes",
+            "Size of the cached JSON bodies",
+            cache_bytes.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -118,6 +126,7 @@ impl Metrics {
                 duplicates,
                 rejected,
                 cache_orders,
+                cache_bytes,
                 http,
                 batch_seconds,
                 batch_size,
@@ -149,10 +158,10 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn cache_orders(&self, n: usize) {
-        self.inner
-            .cache_orders
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    pub(crate) fn cache(&self, snapshot: &crate::cache::Snapshot) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.inner.cache_orders.set(gauge(snapshot.len()));
+        self.inner.cache_bytes.set(gauge(snapshot.json_bytes()));
     }
 
     pub(crate) fn http(&self, route: &'static str, status: u16) {
