@@ -15,9 +15,6 @@ use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::metrics::Metrics;
 use crate::store::{redact_url, Store, StoreConfig, StoreError};
 
-/// How many restored orders are published to the cache per swap.
-const RESTORE_CHUNK: usize = 50_000;
-
 /// Everything [`run`] needs to know.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
@@ -155,21 +152,20 @@ pub async fn run(
 
 /// Fills `cache` with every stored order and the recent list.
 ///
+/// The orders are published in one swap: built on a map nobody else shares,
+/// each insert is in place, where publishing in chunks would make every
+/// chunk copy the nodes the previous snapshot still shares.
+///
 /// # Errors
 ///
 /// When PostgreSQL fails during the scan.
 pub async fn restore(store: &Store, cache: &Cache) -> Result<usize, StoreError> {
     let started = Instant::now();
-    let mut chunk = Vec::with_capacity(RESTORE_CHUNK);
+    let mut all = Vec::new();
     let count = store
-        .scan(|order| {
-            chunk.push((order.order_uid.clone(), order.to_json()));
-            if chunk.len() == RESTORE_CHUNK {
-                cache.fill(std::mem::take(&mut chunk));
-            }
-        })
+        .scan(|order| all.push((order.order_uid.clone(), order.to_json())))
         .await?;
-    cache.fill(chunk);
+    cache.fill(all);
     cache.set_recent(store.recent(crate::cache::RECENT as i64).await?);
     info!(orders = count, took = ?started.elapsed(), "restored cache from PostgreSQL");
     Ok(count)

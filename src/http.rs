@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::http::{Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
@@ -26,7 +27,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::cache::Cache;
 use crate::health::Readiness;
 use crate::metrics::Metrics;
-use crate::model::{OrderUid, Problem};
+use crate::model::{Order, OrderUid, Problem};
 use crate::store::{Store, StoreError};
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
@@ -57,10 +58,62 @@ const MISS_CAP: usize = 100_000;
 #[derive(Clone)]
 pub struct Api {
     cache: Cache,
-    store: Option<Store>,
+    store: Option<Lookups>,
     metrics: Metrics,
     readiness: Readiness,
     misses: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+type Answer = oneshot::Sender<Result<Option<Order>, Arc<StoreError>>>;
+
+/// Cache misses, looked up in PostgreSQL together: one task takes every miss
+/// queued while its previous query ran and asks for all of them in one
+/// query, so a flood of unknown ids costs a query per batch, not per request.
+#[derive(Clone)]
+struct Lookups {
+    queue: mpsc::Sender<(OrderUid, Answer)>,
+}
+
+/// Most ids asked for in one query.
+const LOOKUP_BATCH: usize = 512;
+
+impl Lookups {
+    fn start(store: Store) -> Lookups {
+        let (queue, mut requests) = mpsc::channel::<(OrderUid, Answer)>(4 * LOOKUP_BATCH);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(LOOKUP_BATCH);
+            // Ends when every Api clone, and so every sender, is gone.
+            while requests.recv_many(&mut batch, LOOKUP_BATCH).await > 0 {
+                let ids: Vec<OrderUid> = batch.iter().map(|(id, _)| id.clone()).collect();
+                let mut found: HashMap<OrderUid, Order> = HashMap::new();
+                let result = store.get_many(&ids).await.map_err(Arc::new);
+                if let Ok(orders) = &result {
+                    found = orders
+                        .iter()
+                        .map(|o| (o.order_uid.clone(), o.clone()))
+                        .collect();
+                }
+                for (id, reply) in batch.drain(..) {
+                    let answer = match &result {
+                        Ok(_) => Ok(found.remove(&id)),
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        });
+        Lookups { queue }
+    }
+
+    async fn get(&self, uid: &OrderUid) -> Result<Option<Order>, Arc<StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || Arc::new(StoreError::Unavailable("lookup task stopped".into()));
+        self.queue
+            .send((uid.clone(), reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
 }
 
 impl std::fmt::Debug for Api {
@@ -82,13 +135,15 @@ impl Api {
     }
 
     /// Look up cache misses in PostgreSQL too, so that an order stored by
-    /// another instance is served here as well (and cached).
+    /// another instance is served here as well (and cached). Misses arriving
+    /// together are looked up in one query, by a task this spawns: call it
+    /// inside a tokio runtime.
     pub fn with_store(mut self, store: Store) -> Api {
-        self.store = Some(store);
+        self.store = Some(Lookups::start(store));
         self
     }
 
-    async fn lookup(&self, uid: &OrderUid) -> Result<Option<Bytes>, StoreError> {
+    async fn lookup(&self, uid: &OrderUid) -> Result<Option<Bytes>, Arc<StoreError>> {
         if let Some(bytes) = self.cache.get(uid.as_str()) {
             return Ok(Some(bytes));
         }
@@ -132,7 +187,7 @@ impl Api {
 enum ApiError {
     InvalidId(Problem),
     NotFound(OrderUid),
-    Unavailable(StoreError),
+    Unavailable(Arc<StoreError>),
 }
 
 impl warp::reject::Reject for ApiError {}

@@ -5,10 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::pull::{self, Stream as Messages};
+use async_nats::jetstream::consumer::pull::{self, MessagesError, Stream as Messages};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::message::{AckKind, Message};
 use async_nats::jetstream::{self, stream};
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tracing::{debug, warn};
 
@@ -186,6 +187,11 @@ pub async fn ensure_topology(
         .map_err(|e| setup(&format!("consumer {}", config.consumer))(e.into()))
 }
 
+/// Most batches being written to PostgreSQL at once.
+pub const IN_FLIGHT: usize = 2;
+/// How long a batch waits for more messages once they stop arriving.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// How one batch ended, for the retry delay.
 enum Outcome {
     Done,
@@ -216,57 +222,88 @@ impl Ingestor {
         })
     }
 
-    /// Consumes until `shutdown` completes. The batch in flight when it does
-    /// is finished and acknowledged first; messages fetched but not started
-    /// are left unacknowledged for redelivery.
+    /// Consumes until `shutdown` completes. The batches in flight when it
+    /// does are finished and acknowledged first; messages fetched but not
+    /// started are left unacknowledged for redelivery.
+    ///
+    /// Up to [`IN_FLIGHT`] batches are written at once: while one commits,
+    /// the next is collected and decoded, so a batch's size follows the rate
+    /// messages arrive at during one commit, up to `batch_size`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut delay = self.config.retry_delay;
-        loop {
+        let mut in_flight = FuturesUnordered::new();
+        'pull: loop {
             let messages = tokio::select! {
                 biased;
-                () = &mut shutdown => return,
+                () = &mut shutdown => break 'pull,
                 m = self.pull() => m,
             };
             let mut messages = match messages {
-                Ok(m) => m.ready_chunks(self.config.batch_size),
+                Ok(m) => m,
                 Err(e) => {
                     warn!(error = %e, "cannot pull from JetStream; retrying");
                     if self.pause(&mut shutdown, &mut delay).await {
-                        return;
+                        break 'pull;
                     }
                     continue;
                 }
             };
             loop {
-                let batch = tokio::select! {
+                tokio::select! {
                     biased;
-                    () = &mut shutdown => return,
-                    b = messages.next() => b,
-                };
-                let Some(batch) = batch else { break };
-                let mut fresh = Vec::with_capacity(batch.len());
-                let mut broken = false;
-                for item in batch {
-                    match item {
-                        Ok(m) => fresh.push(m),
-                        Err(e) => {
-                            warn!(error = %e, "pull stream failed; re-subscribing");
-                            broken = true;
+                    () = &mut shutdown => break 'pull,
+                    Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                        match outcome {
+                            Outcome::Done => delay = self.config.retry_delay,
+                            Outcome::RetryLater => {
+                                if self.pause(&mut shutdown, &mut delay).await {
+                                    break 'pull;
+                                }
+                            }
+                        }
+                    }
+                    first = messages.next(), if in_flight.len() < IN_FLIGHT => {
+                        let Some(first) = first else { continue 'pull };
+                        let (batch, broken) = self.collect(first, &mut messages).await;
+                        in_flight.push(self.process(batch));
+                        if broken {
+                            continue 'pull;
                         }
                     }
                 }
-                match self.process(fresh).await {
-                    Outcome::Done => delay = self.config.retry_delay,
-                    Outcome::RetryLater => {
-                        if self.pause(&mut shutdown, &mut delay).await {
-                            return;
-                        }
-                    }
+            }
+        }
+        // Finish what was started: those messages are acknowledged only
+        // once their orders are committed.
+        while in_flight.next().await.is_some() {}
+    }
+
+    /// Collects a batch: `first`, then whatever arrives until the batch is
+    /// full or the stream pauses for [`LINGER`]. Returns the messages and
+    /// whether the stream failed (and must be re-created).
+    async fn collect(
+        &self,
+        first: Result<Message, MessagesError>,
+        messages: &mut Messages,
+    ) -> (Vec<Message>, bool) {
+        let mut batch = Vec::with_capacity(self.config.batch_size);
+        let mut next = Some(first);
+        loop {
+            match next {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(e)) => {
+                    warn!(error = %e, "pull stream failed; re-subscribing");
+                    return (batch, true);
                 }
-                if broken {
-                    break;
-                }
+                None => return (batch, true),
+            }
+            if batch.len() >= self.config.batch_size {
+                return (batch, false);
+            }
+            match tokio::time::timeout(LINGER, messages.next()).await {
+                Ok(item) => next = item,
+                Err(_) => return (batch, false),
             }
         }
     }
@@ -281,7 +318,8 @@ impl Ingestor {
         let expires = self.config.pull_expires;
         Ok(consumer
             .stream()
-            .max_messages_per_batch(self.config.batch_size)
+            // Keep a second batch's worth arriving while one is written.
+            .max_messages_per_batch(self.config.batch_size * IN_FLIGHT)
             .expires(expires)
             .heartbeat(expires / 3)
             .messages()

@@ -280,25 +280,46 @@ impl Store {
     ///
     /// When the query fails.
     pub async fn get(&self, uid: &OrderUid) -> Result<Option<Order>, StoreError> {
+        let mut found = self.get_many(std::slice::from_ref(uid)).await?;
+        Ok(found.pop())
+    }
+
+    /// The stored orders among these ids, in two queries whatever their
+    /// number. Unknown ids are left out.
+    ///
+    /// # Errors
+    ///
+    /// When the query fails.
+    pub async fn get_many(&self, uids: &[OrderUid]) -> Result<Vec<Order>, StoreError> {
+        let ids: Vec<&str> = uids.iter().map(OrderUid::as_str).collect();
         self.timed(async {
             let mut conn = self.conn().await?;
             // Rows are only ever inserted, each order in one statement: once
             // the order row is seen, its items are committed too, so reading
             // them afterwards is consistent without a snapshot.
-            let head: Option<(OrderRow, DeliveryRow, PaymentRow)> = heads_query()
-                .filter(orders::order_uid.eq(uid.as_str()))
-                .first(&mut conn)
-                .await
-                .optional()?;
-            let Some((head, delivery, payment)) = head else {
-                return Ok(None);
-            };
-            let lines: Vec<ItemRow> = items_query()
-                .filter(items::order_uid.eq(uid.as_str()))
+            let heads: Vec<(OrderRow, DeliveryRow, PaymentRow)> = heads_query()
+                .filter(orders::order_uid.eq_any(&ids))
                 .load(&mut conn)
                 .await?;
-            let lines = lines.into_iter().map(ItemRow::into_item).collect();
-            head.into_order(delivery, payment, lines).map(Some)
+            if heads.is_empty() {
+                return Ok(Vec::new());
+            }
+            let found: Vec<&str> = heads.iter().map(|h| h.0.order_uid.as_str()).collect();
+            let mut lines: Vec<ItemRow> = items_query()
+                .filter(items::order_uid.eq_any(&found))
+                .load(&mut conn)
+                .await?;
+            // Both are sorted by id: hand each order its run of items.
+            let mut orders = Vec::with_capacity(heads.len());
+            let mut lines = lines.drain(..).peekable();
+            for (head, delivery, payment) in heads {
+                let mut list = Vec::new();
+                while let Some(line) = lines.next_if(|l| l.order_uid == head.order_uid) {
+                    list.push(line.into_item());
+                }
+                orders.push(head.into_order(delivery, payment, list)?);
+            }
+            Ok(orders)
         })
         .await
     }
