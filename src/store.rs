@@ -37,7 +37,7 @@ impl StoreConfig {
         StoreConfig {
             database_url: database_url.into(),
             max_connections: 8,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(30),
         }
     }

@@ -81,8 +81,8 @@ async fn migrations_can_run_twice_and_concurrently() {
     let (db, store) = store().await;
     let other = Store::new(StoreConfig::new(db.url.clone())).unwrap();
     let (a, b) = tokio::join!(store.migrate(), other.migrate());
-    a.unwrap();
-    b.unwrap();
+    a.expect("first migration run");
+    b.expect("second migration run");
 }
 
 #[tokio::test(flavor = "multi_thread")]
