@@ -53,6 +53,9 @@ struct Settings {
     /// Seconds to keep trying PostgreSQL and NATS at start before exiting.
     #[arg(long, env = "STARTUP_TIMEOUT", default_value_t = 30)]
     startup_timeout: u64,
+    /// Threads serving HTTP and ingesting (default: one per core).
+    #[arg(long, env = "WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -90,9 +93,11 @@ fn main() -> anyhow::Result<()> {
     };
 
     // Migrations run through a blocking harness: a multi-threaded runtime.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = s.worker_threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(s.listen_addr)
             .await

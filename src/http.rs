@@ -9,6 +9,7 @@
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once the cache is restored and PostgreSQL and NATS answer, else 503 |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /openapi.yaml` | the OpenAPI 3 description of these routes |
 //!
 //! Errors are JSON: `{"error": "not_found", "message": "..."}`.
 
@@ -33,6 +34,7 @@ use crate::store::{Store, StoreError};
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const STYLE_CSS: &str = include_str!("../static/style.css");
+const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 /// How long an id that PostgreSQL did not have is answered 404 from memory,
 /// so a flood of unknown ids does not become a flood of queries.
@@ -56,7 +58,13 @@ const MISS_CAP: usize = 100_000;
 /// # let _ = app;
 /// ```
 #[derive(Clone)]
-pub struct Api {
+pub struct Api(Arc<ApiInner>);
+
+/// One allocation behind [`Api`]: each request clones a single `Arc`, not
+/// one per field, so two worker threads do not bounce several shared
+/// reference counts between them on every request.
+#[derive(Clone)]
+struct ApiInner {
     cache: Cache,
     store: Option<Lookups>,
     metrics: Metrics,
@@ -125,13 +133,13 @@ impl std::fmt::Debug for Api {
 impl Api {
     /// Routes serving from `cache` alone.
     pub fn new(cache: Cache, metrics: Metrics, readiness: Readiness) -> Api {
-        Api {
+        Api(Arc::new(ApiInner {
             cache,
             store: None,
             metrics,
             readiness,
             misses: Arc::default(),
-        }
+        }))
     }
 
     /// Look up cache misses in PostgreSQL too, so that an order stored by
@@ -139,15 +147,15 @@ impl Api {
     /// together are looked up in one query, by a task this spawns: call it
     /// inside a tokio runtime.
     pub fn with_store(mut self, store: Store) -> Api {
-        self.store = Some(Lookups::start(store));
+        Arc::make_mut(&mut self.0).store = Some(Lookups::start(store));
         self
     }
 
     async fn lookup(&self, uid: &OrderUid) -> Result<Option<Bytes>, Arc<StoreError>> {
-        if let Some(bytes) = self.cache.get(uid.as_str()) {
+        if let Some(bytes) = self.0.cache.get(uid.as_str()) {
             return Ok(Some(bytes));
         }
-        let Some(store) = &self.store else {
+        let Some(store) = &self.0.store else {
             return Ok(None);
         };
         if self.missed_recently(uid) {
@@ -156,7 +164,7 @@ impl Api {
         match store.get(uid).await? {
             Some(order) => {
                 let bytes = order.to_json();
-                self.cache.fill([(uid.clone(), bytes.clone())]);
+                self.0.cache.fill([(uid.clone(), bytes.clone())]);
                 Ok(Some(bytes))
             }
             None => {
@@ -167,14 +175,14 @@ impl Api {
     }
 
     fn missed_recently(&self, uid: &OrderUid) -> bool {
-        let misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+        let misses = self.0.misses.lock().unwrap_or_else(|p| p.into_inner());
         misses
             .get(uid.as_str())
             .is_some_and(|at| at.elapsed() < MISS_TTL)
     }
 
     fn remember_miss(&self, uid: &OrderUid) {
-        let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+        let mut misses = self.0.misses.lock().unwrap_or_else(|p| p.into_inner());
         if misses.len() >= MISS_CAP {
             misses.clear();
         }
@@ -201,7 +209,7 @@ struct ErrorBody {
 
 /// All routes, with their error handling, security headers and metrics.
 pub fn router(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let metrics = api.metrics.clone();
+    let metrics = api.0.metrics.clone();
     let routes = order(api.clone())
         .or(get_order(api.clone()))
         .or(page())
@@ -276,7 +284,7 @@ struct Recent<'a> {
 
 /// The most recent ids, newest first.
 fn recent(api: &Api) -> Response<Bytes> {
-    let snapshot = api.cache.snapshot();
+    let snapshot = api.0.cache.snapshot();
     let body = to_json(&Recent {
         orders: snapshot.recent().collect(),
     });
@@ -310,7 +318,10 @@ fn page() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let css = warp::path("style.css")
         .and(warp::path::end())
         .map(|| static_reply(STYLE_CSS, "text/css; charset=utf-8"));
-    get_or_head().and(index.or(js).unify().or(css).unify())
+    let spec = warp::path("openapi.yaml")
+        .and(warp::path::end())
+        .map(|| static_reply(OPENAPI_YAML, "application/yaml"));
+    get_or_head().and(index.or(js).unify().or(css).unify().or(spec).unify())
 }
 
 fn healthz() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
@@ -332,7 +343,7 @@ fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> +
         .and(warp::path::end())
         .and(with_api(api))
         .then(|api: Api| async move {
-            let failing = api.readiness.failing().await;
+            let failing = api.0.readiness.failing().await;
             let status = if failing.is_empty() {
                 StatusCode::OK
             } else {
@@ -352,13 +363,13 @@ fn metrics_route(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejec
         .and(warp::path::end())
         .and(with_api(api))
         .map(|api: Api| {
-            api.metrics.cache(&api.cache.snapshot());
+            api.0.metrics.cache(&api.0.cache.snapshot());
             Response::builder()
                 .header(
                     header::CONTENT_TYPE,
                     "text/plain; version=0.0.4; charset=utf-8",
                 )
-                .body(api.metrics.render())
+                .body(api.0.metrics.render())
                 .unwrap_or_default()
         })
 }
@@ -464,7 +475,7 @@ fn route_label(path: &str) -> &'static str {
         (_, "healthz") => "/healthz",
         (_, "readyz") => "/readyz",
         (_, "metrics") => "/metrics",
-        (_, "app.js" | "style.css") => "/assets",
+        (_, "app.js" | "style.css" | "openapi.yaml") => "/assets",
         (_, "") => "/",
         _ => "other",
     }

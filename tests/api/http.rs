@@ -306,3 +306,23 @@ async fn hostile_requests_get_4xx_never_5xx_or_a_hang_and_others_keep_being_serv
     drop(idle);
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_openapi_description_is_served() {
+    let (api, _) = api_with(&[]);
+    let res = warp::test::request()
+        .path("/openapi.yaml")
+        .reply(&router(api))
+        .await;
+    assert_eq!(res.status(), 200);
+    let text = String::from_utf8(res.body().to_vec()).unwrap();
+    for route in [
+        "/orders/{order_uid}:",
+        "/getOrder:",
+        "/readyz:",
+        "/metrics:",
+        "/openapi.yaml:",
+    ] {
+        assert!(text.contains(route), "{route} is described");
+    }
+}

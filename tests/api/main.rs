@@ -3,6 +3,7 @@
 //! own their PostgreSQL cluster and nats-server outright.
 
 mod corpus;
+mod dlq_tool;
 mod faults;
 mod helpers;
 mod http;
