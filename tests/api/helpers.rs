@@ -128,22 +128,28 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop runs outside any runtime we may block: use a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url()).await {
-                    let _ = admin
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        cleanup(async move {
+            if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url()).await {
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            }
+        });
     }
+}
+
+/// Runs async clean-up from `Drop`, which may run inside a runtime it must
+/// not block: on a thread and runtime of its own, waiting for it to finish.
+fn cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(work);
+        }
+    })
+    .join();
 }
 
 /// Stream names of the test's own, deleted with it.
@@ -180,25 +186,17 @@ impl Drop for TestStreams {
     fn drop(&mut self) {
         let streams = [self.config.stream.clone(), self.config.dlq_stream.clone()];
         let url = self.nats_url.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let connect = async_nats::ConnectOptions::new()
-                    .connection_timeout(Duration::from_secs(1))
-                    .connect(url.as_str());
-                if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await
-                {
-                    let js = jetstream::new(client);
-                    for s in streams {
-                        let _ = js.delete_stream(&s).await;
-                    }
+        cleanup(async move {
+            let connect = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(1))
+                .connect(url.as_str());
+            if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
+                let js = jetstream::new(client);
+                for s in streams {
+                    let _ = js.delete_stream(&s).await;
                 }
-            });
-        })
-        .join();
+            }
+        });
     }
 }
 
