@@ -75,3 +75,25 @@ start_nats() {
   nohup "$(nats_server_bin)" "${args[@]}" >"$dir/server.log" 2>&1 &
   wait_port 127.0.0.1 "$port" 10
 }
+
+# The end-to-end checks' tools (cargo feature `e2e`): Debian's Chromium,
+# Node.js with playwright-core from tests/browser/package-lock.json, and
+# schemathesis in a virtualenv of its own. Exports CHROMIUM and
+# SCHEMATHESIS for the tests.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_e2e_tools() {
+  local root=$1 cache=${XDG_CACHE_HOME:-$HOME/.cache}/order_cache
+  [ -x /usr/bin/chromium ] || command -v chromium >/dev/null || apt_install chromium
+  export CHROMIUM=${CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}
+  command -v node >/dev/null || apt_install nodejs
+  command -v npm >/dev/null || apt_install npm
+  (cd "$root/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+
+  local venv=$cache/venv-schemathesis-$SCHEMATHESIS_VERSION
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    mkdir -p "$cache"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+  export SCHEMATHESIS=$venv/bin/schemathesis
+}

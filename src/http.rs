@@ -414,7 +414,14 @@ async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
         )
     };
     let body = to_json(&ErrorBody { error, message });
-    Ok(json_response(status, body))
+    let mut response = json_response(status, body);
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        // RFC 9110: a 405 lists the methods the resource does support.
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    Ok(response)
 }
 
 fn to_json(value: &impl Serialize) -> Bytes {

@@ -440,3 +440,17 @@ pub mod reqwest_lite {
         out
     }
 }
+
+/// The path of an external program the end-to-end tests drive: `$VAR` if
+/// set, else `name` on `PATH`; panics with how to install it otherwise.
+pub fn require_tool(name: &str, var: &str, install: &str) -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return path.into();
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` not found: {install}, or set {var}"))
+}

@@ -140,6 +140,7 @@ async fn other_methods_and_routes_are_4xx() {
         .reply(&router(api.clone()))
         .await;
     assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET, HEAD");
     let (status, body, _) = get(&api, "/no/such/route").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"], "no_route");

@@ -2,11 +2,15 @@
 //! Each test has its own database and its own streams; fault-injection tests
 //! own their PostgreSQL cluster and nats-server outright.
 
+#[cfg(feature = "e2e")]
+mod browser;
 mod corpus;
 mod dlq_tool;
 mod faults;
 mod helpers;
 mod http;
+#[cfg(feature = "e2e")]
+mod openapi;
 mod pipeline;
 mod services;
 mod store;

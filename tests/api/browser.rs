@@ -1,0 +1,102 @@
+//! The lookup page in a real browser: Debian's Chromium, driven by
+//! Playwright (`tests/browser/page.test.mjs`), against the service holding
+//! an ordinary order and one whose text fields are HTML and script.
+//!
+//! Needs `node`, `chromium` and `npm ci --prefix tests/browser`, which
+//! `.ci/run` installs; built only with the `e2e` feature. Writes the
+//! screenshots `docs/page-phone.png` and `docs/page-desktop.png`.
+
+use serde_json::Value;
+
+use crate::helpers::{example_order, require_tool, spawn_app, TestDb, TestStreams};
+
+/// The example order's own id, so the screenshots show the familiar order.
+const ORDER_ID: &str = "b563feb7b2b84b6test";
+const HOSTILE_ID: &str = "hostile-markup-order";
+
+/// Markup an attacker might put into an order, each of which would run
+/// script or change the page if the page treated order text as HTML.
+const MARKUP: &[&str] = &[
+    "<script>window.__pwned = 1</script>",
+    "<img src=x onerror=\"window.__pwned = 2\">",
+    "\"><svg onload=\"window.__pwned = 3\">",
+    "<iframe src=\"javascript:window.__pwned = 4\"></iframe>",
+    "<b>bold</b> &amp; &lt;not an entity&gt;",
+    "javascript:alert(document.cookie)",
+];
+
+/// The example order with every text field but its id and date replaced by
+/// markup, and a second item.
+fn hostile_order() -> Value {
+    fn poison(value: &mut Value, n: &mut usize) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    if key != "order_uid" && key != "date_created" {
+                        poison(v, n);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| poison(v, n)),
+            Value::String(s) => {
+                *s = MARKUP[*n % MARKUP.len()].to_owned();
+                *n += 1;
+            }
+            _ => {}
+        }
+    }
+    let mut order = example_order(HOSTILE_ID);
+    let mut second = order["items"][0].clone();
+    second["chrt_id"] = 1.into();
+    order["items"].as_array_mut().expect("items").push(second);
+    let mut n = 0;
+    poison(&mut order, &mut n);
+    order["delivery"]["name"] = MARKUP[0].into();
+    order
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let node = require_tool("node", "NODE", "install Node.js (apt-get install nodejs)");
+    let chromium = require_tool(
+        "chromium",
+        "CHROMIUM",
+        "install Debian's Chromium (apt-get install chromium)",
+    );
+    assert!(
+        std::path::Path::new(root)
+            .join("tests/browser/node_modules/playwright-core")
+            .exists(),
+        "run `npm ci --prefix tests/browser` first (installs playwright-core)"
+    );
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    app.publish_order(&example_order(ORDER_ID)).await;
+    app.wait_for_order(ORDER_ID).await;
+    app.publish_order(&hostile_order()).await;
+    let served = app.wait_for_order(HOSTILE_ID).await;
+    assert_eq!(served, hostile_order(), "the hostile order is valid and kept");
+
+    let output = tokio::process::Command::new(node)
+        .arg(format!("{root}/tests/browser/page.test.mjs"))
+        .env("BASE_URL", format!("http://{}/", app.client.addr()))
+        .env("ORDER_ID", ORDER_ID)
+        .env("HOSTILE_ID", HOSTILE_ID)
+        .env("SCREENSHOT_DIR", format!("{root}/docs"))
+        .env("CHROMIUM", chromium)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "browser checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("8 of 8 browser checks passed"), "{stdout}");
+    app.stop().await.expect("clean stop");
+}

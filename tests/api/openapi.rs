@@ -1,0 +1,65 @@
+//! The running service conforms to `openapi.yaml`: schemathesis reads the
+//! document the service serves, generates valid and invalid requests for
+//! every route, and checks every answer's status, content type, headers and
+//! body against it (`--checks all`).
+//!
+//! Needs `schemathesis` (PyPI), which `.ci/run` installs; built only with
+//! the `e2e` feature. `SCHEMATHESIS_SEED` replays another seed.
+
+use crate::helpers::{example_order, require_tool, spawn_app, TestDb, TestStreams};
+
+/// The id in the spec's examples: it must exist so the 200 answers (and
+/// their body schema) are checked, not only the errors.
+const EXAMPLE_ID: &str = "b563feb7b2b84b6test";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_service_conforms_to_its_openapi_document() {
+    let schemathesis = require_tool(
+        "schemathesis",
+        "SCHEMATHESIS",
+        "install it (pip install schemathesis)",
+    );
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    app.publish_order(&example_order(EXAMPLE_ID)).await;
+    app.publish_order(&example_order("second-order_2")).await;
+    app.wait_for_order(EXAMPLE_ID).await;
+    app.wait_for_order("second-order_2").await;
+
+    let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261127".into());
+    let reports = tempdir();
+    let output = tokio::process::Command::new(schemathesis)
+        .arg("run")
+        .arg(format!("http://{}/openapi.yaml", app.client.addr()))
+        .args(["--checks", "all", "--max-examples", "200", "--seed", &seed])
+        .args(["--workers", "2", "--request-timeout", "10"])
+        .arg("--report-dir")
+        .arg(&reports)
+        // It keeps a cache in its working directory: not in the checkout.
+        .current_dir(&reports)
+        .env("SCHEMATHESIS_HOOKS", "")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run schemathesis");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the service does not conform to openapi.yaml (seed {seed}):\n{stdout}\n{stderr}"
+    );
+    // Every route was exercised, and none was only ever answered 404.
+    assert!(stdout.contains("Tested: 7"), "{stdout}");
+    assert!(!stdout.contains("Missing test data"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&reports);
+    app.stop().await.expect("clean stop");
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(crate::helpers::unique("schemathesis"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

@@ -1,0 +1,269 @@
+// Drives the lookup page of a running order_cache server in headless
+// Chromium, as a person would: typing an id, following a link, clicking a
+// recent order, on a desktop and on a phone-width screen. Run by
+// tests/api/browser.rs, which starts the server and publishes the orders.
+//
+// Environment:
+//   BASE_URL        the page, ending in "/" (http://127.0.0.1:PORT/)
+//   ORDER_ID        an order the server holds
+//   HOSTILE_ID      an order whose text fields hold HTML and script
+//   SCREENSHOT_DIR  where the screenshots go (the repository's docs/)
+//   CHROMIUM        the browser (default /usr/bin/chromium)
+//
+// Exits 0 when every check passes, 1 otherwise, naming each failure.
+
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const env = (name, fallback) => {
+  const v = process.env[name] ?? fallback;
+  if (v === undefined) throw new Error(`${name} must be set`);
+  return v;
+};
+const BASE_URL = env("BASE_URL");
+const ORDER_ID = env("ORDER_ID");
+const HOSTILE_ID = env("HOSTILE_ID");
+const SCREENSHOT_DIR = env("SCREENSHOT_DIR");
+const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
+
+const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
+const DESKTOP = { viewport: { width: 1280, height: 900 } };
+
+// The same-origin requests the page is allowed to make; anything else (an
+// <img src=x> from an order, say) means order data was treated as HTML.
+function expectedRequest(url) {
+  const u = new URL(url);
+  if (u.origin !== new URL(BASE_URL).origin) return false;
+  const path = u.pathname.slice(new URL(BASE_URL).pathname.length - 1);
+  return ["/", "/app.js", "/style.css", "/orders", "/favicon.ico"].includes(path)
+    || /^\/orders\/[^/]+$/.test(path);
+}
+
+async function orderJson(id) {
+  const res = await fetch(new URL(`orders/${encodeURIComponent(id)}`, BASE_URL));
+  assert.equal(res.status, 200, `the API serves order ${id}`);
+  return res.json();
+}
+
+// Opens a page that records everything a check must not see: script
+// errors, dialogs (alert/confirm), unexpected requests, console errors.
+async function open(browser, device) {
+  const context = await browser.newContext(device);
+  const page = await context.newPage();
+  const trouble = [];
+  page.on("pageerror", (e) => trouble.push(`script error: ${e.message}`));
+  page.on("dialog", async (d) => {
+    trouble.push(`dialog opened: ${d.message()}`);
+    await d.dismiss();
+  });
+  page.on("request", (r) => {
+    if (!expectedRequest(r.url())) trouble.push(`unexpected request: ${r.method()} ${r.url()}`);
+  });
+  page.on("console", (m) => {
+    if (m.type() === "error") trouble.push(`console error: ${m.text()}`);
+  });
+  const close = async ({ allowConsoleErrors = false } = {}) => {
+    await context.close();
+    const real = allowConsoleErrors ? trouble.filter((t) => !t.startsWith("console error")) : trouble;
+    assert.deepEqual(real, [], "nothing unexpected happened in the page");
+  };
+  return { page, close };
+}
+
+// Every field of the order is on the page, as exactly the text the API
+// holds, and visible. Walks the JSON, not the page, so a field the page
+// forgot fails the check.
+async function assertShowsOrder(page, order) {
+  await page.locator("#order").waitFor({ state: "visible" });
+  const heading = page.locator('#order h2 [data-field="order_uid"]');
+  assert.equal(await heading.textContent(), order.order_uid);
+  const lists = { "": "#order-fields", delivery: "#delivery-fields", payment: "#payment-fields" };
+  let checked = 0;
+  const expectText = async (locator, value, where) => {
+    assert.equal(await locator.count(), 1, `${where} is on the page once`);
+    assert.equal(await locator.textContent(), String(value), `${where} reads as the order's value`);
+    assert.ok(await locator.isVisible(), `${where} is visible`);
+    checked += 1;
+  };
+  for (const [key, value] of Object.entries(order)) {
+    if (key === "order_uid" || key === "items") continue;
+    if (value !== null && typeof value === "object") {
+      for (const [k, v] of Object.entries(value)) {
+        await expectText(page.locator(`${lists[key]} dd[data-field="${k}"]`), v, `${key}.${k}`);
+      }
+    } else {
+      await expectText(page.locator(`${lists[""]} dd[data-field="${key}"]`), value, key);
+    }
+  }
+  const rows = page.locator("#items tbody tr");
+  assert.equal(await rows.count(), order.items.length, "one row per item");
+  for (const [i, item] of order.items.entries()) {
+    for (const [k, v] of Object.entries(item)) {
+      await expectText(rows.nth(i).locator(`td[data-label="${k}"]`), v, `items[${i}].${k}`);
+    }
+  }
+  return checked;
+}
+
+async function statusText(page) {
+  const status = page.locator("#status");
+  await page.waitForFunction(() => {
+    const s = document.getElementById("status").textContent;
+    return s !== "" && s !== "Loading…";
+  });
+  return status.textContent();
+}
+
+const checks = [];
+const check = (name, fn) => checks.push({ name, fn });
+
+check("the page is sent with a CSP that forbids inline script, and nosniff", async (browser) => {
+  const { page, close } = await open(browser, DESKTOP);
+  const res = await page.goto(BASE_URL);
+  const headers = res.headers();
+  const csp = headers["content-security-policy"] ?? "";
+  assert.match(csp, /script-src 'self'(;|$)/, `CSP allows only the page's own script: ${csp}`);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.equal(headers["x-content-type-options"], "nosniff");
+  // The policy is enforced: an inline script added to the page does not run.
+  const ran = await page.evaluate(async () => {
+    const violation = new Promise((resolve) => {
+      document.addEventListener("securitypolicyviolation", (e) => resolve(e.violatedDirective), { once: true });
+    });
+    const s = document.createElement("script");
+    s.textContent = "window.__inlineRan = true";
+    document.body.append(s);
+    return { ran: window.__inlineRan === true, violated: await violation };
+  });
+  assert.equal(ran.ran, false, "inline script was blocked");
+  assert.match(ran.violated, /^script-src/);
+  await close({ allowConsoleErrors: true });
+});
+
+check("typing an id and pressing Show displays every field", async (browser) => {
+  const order = await orderJson(ORDER_ID);
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(BASE_URL);
+  await page.getByLabel("Order id").fill(ORDER_ID);
+  await page.getByRole("button", { name: "Show" }).click();
+  const n = await assertShowsOrder(page, order);
+  assert.ok(n >= 30, `checked ${n} fields`);
+  assert.equal(new URL(page.url()).searchParams.get("id"), ORDER_ID, "the address links to the order");
+  const wrap = await page.locator(".table-wrap").evaluate((e) => [e.scrollWidth, e.clientWidth]);
+  assert.ok(wrap[0] <= wrap[1], `the items table fits a desktop window without scrolling (${wrap})`);
+  await page.screenshot({ path: join(SCREENSHOT_DIR, "page-desktop.png"), fullPage: true });
+  await close();
+});
+
+check("a deep link /?id= opens the order", async (browser) => {
+  const order = await orderJson(ORDER_ID);
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(`${BASE_URL}?id=${encodeURIComponent(ORDER_ID)}`);
+  await assertShowsOrder(page, order);
+  assert.equal(await page.getByLabel("Order id").inputValue(), ORDER_ID);
+  await close();
+});
+
+check("an unknown id gets a friendly message", async (browser) => {
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(BASE_URL);
+  await page.getByLabel("Order id").fill("no-such-order-42");
+  await page.getByLabel("Order id").press("Enter");
+  assert.equal(await statusText(page), "No order with id no-such-order-42.");
+  assert.equal(await page.locator("#order").isVisible(), false);
+  // The API answered 404, which the browser logs as a console error.
+  await close({ allowConsoleErrors: true });
+});
+
+check("a malformed id gets a friendly message, typed or linked", async (browser) => {
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(BASE_URL);
+  await page.getByLabel("Order id").fill("not an id!");
+  await page.getByRole("button", { name: "Show" }).click();
+  assert.match(await statusText(page), /^That is not a valid order id/);
+  assert.equal(await page.locator("#order").isVisible(), false);
+  await page.goto(`${BASE_URL}?id=${encodeURIComponent("<img src=x onerror=alert(1)>")}`);
+  assert.match(await statusText(page), /^That is not a valid order id/);
+  assert.equal(await page.locator("img").count(), 0);
+  await close();
+});
+
+check("clicking a recent order opens it", async (browser) => {
+  const order = await orderJson(ORDER_ID);
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(BASE_URL);
+  const link = page.locator("#recent a", { hasText: ORDER_ID });
+  await link.waitFor();
+  await link.click();
+  await assertShowsOrder(page, order);
+  assert.equal(new URL(page.url()).searchParams.get("id"), ORDER_ID);
+  await close();
+});
+
+check("an order holding HTML and script is shown as text and runs nothing", async (browser) => {
+  const order = await orderJson(HOSTILE_ID);
+  assert.match(order.delivery.name, /<script>/, "the test order does hold markup");
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(`${BASE_URL}?id=${encodeURIComponent(HOSTILE_ID)}`);
+  await assertShowsOrder(page, order);
+  await page.waitForTimeout(0);
+  const effects = await page.evaluate(() => ({
+    pwned: window.__pwned ?? null,
+    elements: document.querySelectorAll("#order img, #order script, #order svg, #order iframe, #order b").length,
+  }));
+  assert.deepEqual(effects, { pwned: null, elements: 0 });
+  await close();
+});
+
+check("on a phone-width screen the page fits and the order reads top to bottom", async (browser) => {
+  const order = await orderJson(HOSTILE_ID);
+  const { page, close } = await open(browser, PHONE);
+  await page.goto(`${BASE_URL}?id=${encodeURIComponent(HOSTILE_ID)}`);
+  await assertShowsOrder(page, order);
+  await page.locator("#recent a", { hasText: ORDER_ID }).waitFor();
+  const layout = await page.evaluate(() => {
+    const box = (sel) => document.querySelector(sel).getBoundingClientRect();
+    return {
+      pageWidth: document.documentElement.scrollWidth,
+      viewport: window.innerWidth,
+      input: box("#order-id"),
+      button: box("#lookup button"),
+      inputFont: parseFloat(getComputedStyle(document.querySelector("#order-id")).fontSize),
+      order: box("#order"),
+      recent: box("aside"),
+      itemsHeader: getComputedStyle(document.querySelector("#items thead")).display,
+    };
+  });
+  assert.ok(layout.pageWidth <= layout.viewport, `no sideways scrolling (${layout.pageWidth} > ${layout.viewport})`);
+  assert.ok(layout.input.right <= layout.viewport && layout.button.right <= layout.viewport, "the form fits");
+  assert.ok(layout.button.height >= 36, `the button is big enough to tap (${layout.button.height}px)`);
+  assert.ok(layout.inputFont >= 16, "the input's text is large enough that phones do not zoom in");
+  assert.ok(layout.recent.top >= layout.order.bottom, "the recent list comes after the order, not beside it");
+  assert.equal(layout.itemsHeader, "none", "items are shown as labelled cards, not a wide table");
+  await page.screenshot({ path: join(SCREENSHOT_DIR, "page-phone.png"), fullPage: true });
+  await close();
+});
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+mkdirSync(SCREENSHOT_DIR, { recursive: true });
+let failed = 0;
+for (const { name, fn } of checks) {
+  try {
+    await fn(browser);
+    console.log(`ok    ${name}`);
+  } catch (e) {
+    failed += 1;
+    console.log(`FAIL  ${name}\n      ${String(e.stack ?? e).replaceAll("\n", "\n      ")}`);
+  }
+}
+await browser.close();
+console.log(`${checks.length - failed} of ${checks.length} browser checks passed`);
+process.exit(failed === 0 ? 0 : 1);
