@@ -16,6 +16,18 @@ use crate::metrics::Metrics;
 use crate::store::{redact_url, Store, StoreConfig, StoreError};
 
 /// Everything [`run`] needs to know.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use order_cache::AppConfig;
+///
+/// let mut config = AppConfig::new("postgres://postgres@127.0.0.1/orders", "nats://127.0.0.1:4222");
+/// config.store.max_connections = 4;
+/// config.ingest.batch_size = 250;
+/// config.startup_timeout = Duration::from_secs(60);
+/// ```
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     /// PostgreSQL settings.
@@ -87,6 +99,41 @@ pub enum AppError {
 /// # Errors
 ///
 /// [`AppError`] when a dependency cannot be reached or set up at start.
+///
+/// # Examples
+///
+/// ```no_run
+/// use order_cache::{app, AppConfig};
+///
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let config = AppConfig::new("postgres://postgres@127.0.0.1/orders", "nats://127.0.0.1:4222");
+/// app::run(listener, config, async {
+///     tokio::signal::ctrl_c().await.ok();
+/// })
+/// .await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A dependency that never answers is an error once `startup_timeout` has
+/// passed, not a hang:
+///
+/// ```
+/// use std::time::Duration;
+/// use order_cache::{app, AppConfig, AppError};
+///
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let mut config = AppConfig::new("postgres://postgres:pw@127.0.0.1:1/x", "nats://127.0.0.1:1");
+/// config.startup_timeout = Duration::from_millis(200);
+/// let err = app::run(listener, config, std::future::pending()).await.unwrap_err();
+/// assert!(matches!(err, AppError::Postgres { .. }));
+/// assert!(!err.to_string().contains("pw"), "the password is redacted");
+/// # }
+/// ```
 pub async fn run(
     listener: TcpListener,
     config: AppConfig,
@@ -155,6 +202,21 @@ pub async fn run(
 /// The orders are published in one swap: built on a map nobody else shares,
 /// each insert is in place, where publishing in chunks would make every
 /// chunk copy the nodes the previous snapshot still shares.
+///
+/// # Examples
+///
+/// ```no_run
+/// use order_cache::{app, Cache, Store, StoreConfig};
+///
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = Store::new(StoreConfig::new("postgres://postgres@127.0.0.1/orders"))?;
+/// let cache = Cache::new();
+/// let restored = app::restore(&store, &cache).await?;
+/// assert_eq!(cache.len(), restored);
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Errors
 ///

@@ -44,6 +44,26 @@ struct Inner {
 }
 
 /// One immutable state of the [`Cache`].
+///
+/// # Examples
+///
+/// A snapshot never changes, whatever is inserted after it was taken:
+///
+/// ```
+/// use bytes::Bytes;
+/// use order_cache::{Cache, OrderUid};
+///
+/// let cache = Cache::new();
+/// let id = |s: &str| OrderUid::parse(s).unwrap();
+/// cache.insert([(id("a"), Bytes::from_static(b"{}"))]);
+/// let before = cache.snapshot();
+/// cache.insert([(id("b"), Bytes::from_static(b"[]"))]);
+///
+/// assert_eq!(before.len(), 1);
+/// assert!(before.get("b").is_none());
+/// assert_eq!(cache.snapshot().recent().collect::<Vec<_>>(), ["b", "a"]);
+/// assert_eq!(cache.snapshot().json_bytes(), 4);
+/// ```
 #[derive(Clone, Default)]
 pub struct Snapshot {
     bytes: usize,
@@ -173,6 +193,19 @@ impl Cache {
     /// Inserts ready response bytes, in one swap; the last entries count as
     /// the most recent. An id already cached keeps its first bytes: stored
     /// orders never change.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use order_cache::{Cache, OrderUid};
+    ///
+    /// let cache = Cache::new();
+    /// let id = OrderUid::parse("order-1").unwrap();
+    /// cache.insert([(id.clone(), Bytes::from_static(b"first"))]);
+    /// cache.insert([(id, Bytes::from_static(b"second"))]);
+    /// assert_eq!(cache.get("order-1").unwrap(), "first");
+    /// ```
     pub fn insert(&self, entries: impl IntoIterator<Item = (OrderUid, Bytes)>) {
         self.update(entries, true);
     }
@@ -180,6 +213,23 @@ impl Cache {
     /// Like [`Cache::insert`], for orders read back from PostgreSQL (a
     /// restore, or a miss another instance stored): they do not count as
     /// recent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use order_cache::{Cache, OrderUid};
+    ///
+    /// let cache = Cache::new();
+    /// let id = |s: &str| OrderUid::parse(s).unwrap();
+    /// cache.fill([(id("old"), Bytes::from_static(b"{}"))]);
+    /// assert_eq!(cache.len(), 1);
+    /// assert_eq!(cache.snapshot().recent().count(), 0);
+    ///
+    /// // After a restore, the newest stored ids become the recent list.
+    /// cache.set_recent([id("old"), id("not-cached")]);
+    /// assert_eq!(cache.snapshot().recent().collect::<Vec<_>>(), ["old"]);
+    /// ```
     pub fn fill(&self, entries: impl IntoIterator<Item = (OrderUid, Bytes)>) {
         self.update(entries, false);
     }

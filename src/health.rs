@@ -8,6 +8,26 @@ use crate::store::Store;
 
 /// What `/readyz` checks: the cache has been restored, and PostgreSQL and
 /// NATS (each where one is given) answer. Cheap to clone: clones share state.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::Readiness;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let readiness = Readiness::new();
+/// assert_eq!(readiness.failing().await, ["cache"]);
+///
+/// readiness.clone().mark_restored();
+/// assert!(readiness.is_restored());
+/// assert!(readiness.failing().await.is_empty());
+/// # }
+/// ```
+///
+/// With `.with_store(store).with_nats(client)`, `failing` also names
+/// `postgres` when a ping does not answer within a second, and `nats` while
+/// the client is disconnected.
 #[derive(Clone, Default)]
 pub struct Readiness {
     restored: Arc<AtomicBool>,

@@ -208,6 +208,29 @@ struct ErrorBody {
 }
 
 /// All routes, with their error handling, security headers and metrics.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use order_cache::{router, Api, Cache, Metrics, OrderUid, Readiness};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = Cache::new();
+/// let id = OrderUid::parse("b563feb7b2b84b6test").unwrap();
+/// cache.insert([(id, Bytes::from_static(br#"{"order_uid":"b563feb7b2b84b6test"}"#))]);
+/// let routes = router(Api::new(cache, Metrics::new(), Readiness::new()));
+///
+/// let res = warp::test::request().path("/orders/b563feb7b2b84b6test").reply(&routes).await;
+/// assert_eq!(res.status(), 200);
+/// assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+///
+/// let res = warp::test::request().path("/orders/no-such-order").reply(&routes).await;
+/// assert_eq!(res.status(), 404);
+/// assert_eq!(res.body(), r#"{"error":"not_found","message":"no order with id no-such-order"}"#);
+/// # }
+/// ```
 pub fn router(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let metrics = api.0.metrics.clone();
     let routes = order(api.clone())

@@ -28,6 +28,24 @@ pub const ERROR_HEADER: &str = "Order-Cache-Error";
 pub const SEQUENCE_HEADER: &str = "Order-Cache-Stream-Sequence";
 
 /// Names and tuning of the ingest pipeline.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use order_cache::IngestConfig;
+///
+/// let config = IngestConfig {
+///     stream: "SHOP_ORDERS".into(),
+///     subject: "shop.orders".into(),
+///     dlq_stream: "SHOP_ORDERS_DLQ".into(),
+///     dlq_subject: "shop.orders.dlq".into(),
+///     batch_size: 500,
+///     ..IngestConfig::default()
+/// };
+/// assert_eq!(config.consumer, "order-cache");
+/// assert_eq!(config.pull_expires, Duration::from_secs(5));
+/// ```
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     /// JetStream stream holding the orders.
@@ -136,6 +154,23 @@ impl std::fmt::Debug for Ingestor {
 
 /// Creates the orders stream, the dead-letter stream and the durable
 /// consumer where they are missing; returns the consumer.
+///
+/// A producer can call it too, so that orders published before the service
+/// ever ran are kept (`examples/producer.rs --ensure-stream` does).
+///
+/// # Examples
+///
+/// ```no_run
+/// use order_cache::ingest::{ensure_topology, IngestConfig};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await?);
+/// let consumer = ensure_topology(&js, &IngestConfig::default()).await?;
+/// # let _ = consumer;
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Errors
 ///

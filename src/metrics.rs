@@ -24,6 +24,17 @@ use prometheus_client::registry::Registry;
 /// | `order_cache_ingest_batch_seconds` | histogram | |
 /// | `order_cache_ingest_batch_size` | histogram | |
 /// | `order_cache_store_errors_total` | counter | |
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::Metrics;
+///
+/// let metrics = Metrics::new();
+/// let text = metrics.render();
+/// assert!(text.contains("order_cache_orders_ingested_total 0"));
+/// assert!(text.ends_with("# EOF\n"));
+/// ```
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,

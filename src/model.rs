@@ -142,54 +142,109 @@ impl TryFrom<Draft> for Order {
     }
 }
 
-/// Delivery details of an [`Order`].
+/// Delivery details of an [`Order`]. Every field is free text (at most
+/// [`MAX_TEXT_LEN`] bytes, no NUL), kept exactly as sent.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::Order;
+///
+/// let order = Order::decode(include_bytes!("../examples/example.json")).unwrap();
+/// assert_eq!(order.delivery.city, "Kiryat Mozkin");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct Delivery {
+    /// Recipient's name.
     pub name: String,
+    /// Recipient's phone number.
     pub phone: String,
+    /// Postal code.
     pub zip: String,
+    /// City.
     pub city: String,
+    /// Street address.
     pub address: String,
+    /// Region or state.
     pub region: String,
+    /// Recipient's e-mail address (not checked for form).
     pub email: String,
 }
 
-/// Payment details of an [`Order`]. Amounts are in minor units.
+/// Payment details of an [`Order`]. Amounts are in minor units and never
+/// negative.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::Order;
+///
+/// let order = Order::decode(include_bytes!("../examples/example.json")).unwrap();
+/// let p = &order.payment;
+/// assert_eq!((p.currency.as_str(), p.amount), ("USD", 1817));
+/// assert_eq!(p.amount, p.goods_total + p.delivery_cost);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct Payment {
+    /// Transaction id (in the example, the order's id).
     pub transaction: String,
+    /// Payment request id; may be empty.
     pub request_id: String,
+    /// Currency code, e.g. `USD`.
     pub currency: String,
+    /// Payment provider.
     pub provider: String,
+    /// Total paid.
     pub amount: i64,
     /// Unix time of the payment, in seconds.
     pub payment_dt: i64,
+    /// Bank.
     pub bank: String,
+    /// Cost of delivery.
     pub delivery_cost: i64,
+    /// Total of the goods.
     pub goods_total: i64,
+    /// Customs fee.
     pub custom_fee: i64,
 }
 
 /// One line of an [`Order`].
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::Order;
+///
+/// let order = Order::decode(include_bytes!("../examples/example.json")).unwrap();
+/// let item = &order.items[0];
+/// assert_eq!((item.name.as_str(), item.sale), ("Mascaras", 30));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct Item {
+    /// Catalogue item id; not negative.
     pub chrt_id: i64,
+    /// Tracking number of the shipment.
     pub track_number: String,
+    /// Unit price; not negative.
     pub price: i64,
+    /// Item's unique reference.
     pub rid: String,
+    /// Product name.
     pub name: String,
     /// Discount, in percent (0..=100).
     pub sale: i64,
+    /// Size.
     pub size: String,
+    /// Price after the discount; not negative.
     pub total_price: i64,
+    /// Product id; not negative.
     pub nm_id: i64,
+    /// Brand.
     pub brand: String,
+    /// Status code; a 32-bit integer, not negative.
     pub status: i64,
 }
 
@@ -197,6 +252,22 @@ pub struct Item {
 ///
 /// [`Rejection::reason`] gives a short stable label for metrics and headers;
 /// `Display` gives the full explanation for people.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::{Order, Rejection};
+///
+/// let err = Order::decode(b"{\"order_uid\": 42}").unwrap_err();
+/// assert_eq!(err.reason(), "shape");
+///
+/// let mut order: serde_json::Value =
+///     serde_json::from_slice(include_bytes!("../examples/example.json")).unwrap();
+/// order["items"][0]["sale"] = 150.into();
+/// let err = Order::decode(order.to_string().as_bytes()).unwrap_err();
+/// assert!(matches!(err, Rejection::Invalid { .. }));
+/// assert_eq!(err.to_string(), "items[0].sale: 150 is outside 0..=100");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
     /// The payload is empty or white space only.
@@ -252,6 +323,19 @@ impl Rejection {
 }
 
 /// What is wrong with one field.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::model::Problem;
+/// use order_cache::OrderUid;
+///
+/// assert_eq!(OrderUid::parse("a b"), Err(Problem::BadCharacter));
+/// assert_eq!(
+///     OrderUid::parse(&"x".repeat(65)),
+///     Err(Problem::TooLong { len: 65, max: 64 })
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
     /// The value must not be empty.
@@ -321,6 +405,17 @@ impl Order {
     }
 
     /// The JSON served for this order: the same JSON value that was decoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use order_cache::Order;
+    ///
+    /// let sent = include_bytes!("../examples/example.json");
+    /// let json = Order::decode(sent).unwrap().to_json();
+    /// let value = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+    /// assert_eq!(value(&json), value(sent));
+    /// ```
     pub fn to_json(&self) -> bytes::Bytes {
         // Serialising plain structs of strings and integers cannot fail.
         serde_json::to_vec(self)
@@ -504,6 +599,20 @@ impl<'de> Deserialize<'de> for OrderUid {
 
 /// A point in time that travels as canonical RFC 3339 UTC text, e.g.
 /// `2021-11-26T06:22:19Z`, with microsecond precision at most (PostgreSQL's).
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::model::Timestamp;
+///
+/// let t = Timestamp::parse("2021-11-26T06:22:19Z").unwrap();
+/// assert_eq!(t.to_string(), "2021-11-26T06:22:19Z");
+/// assert_eq!(t.as_datetime().timestamp(), 1637907739);
+///
+/// // Another spelling of the same time is refused, naming the canonical one.
+/// let err = Timestamp::parse("2021-11-26T06:22:19.000Z").unwrap_err();
+/// assert!(err.to_string().contains("\"2021-11-26T06:22:19Z\""));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(DateTime<Utc>);
 

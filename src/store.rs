@@ -19,6 +19,19 @@ use crate::schema::{deliveries, items, orders, payments};
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Settings of a [`Store`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use order_cache::StoreConfig;
+///
+/// let mut config = StoreConfig::new("postgres://app:s3cret@db.internal:5432/orders");
+/// config.max_connections = 16;
+/// config.query_timeout = Duration::from_secs(5);
+/// // Debug output (and so any log line) never shows the password.
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
 #[derive(Clone)]
 pub struct StoreConfig {
     /// `postgres://user:password@host:port/database`.
@@ -55,6 +68,18 @@ impl std::fmt::Debug for StoreConfig {
 }
 
 /// The URL with its password replaced by `***`, for logs and errors.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::store::redact_url;
+///
+/// assert_eq!(
+///     redact_url("postgres://app:s3cret@db:5432/orders"),
+///     "postgres://app:***@db:5432/orders"
+/// );
+/// assert_eq!(redact_url("postgres://db/orders"), "postgres://db/orders");
+/// ```
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -69,6 +94,16 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// What went wrong talking to PostgreSQL.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::StoreError;
+///
+/// let err = StoreError::Unavailable("connection refused".into());
+/// assert!(err.is_transient(), "worth retrying later");
+/// assert_eq!(err.to_string(), "PostgreSQL is unavailable: connection refused");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// PostgreSQL could not be reached, or did not answer in time. Retrying
@@ -158,6 +193,14 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Builds the pool. No connection is opened until one is needed.
+    ///
+    /// ```
+    /// use order_cache::{Store, StoreConfig};
+    ///
+    /// // Nothing listens on port 1, and nothing is tried yet.
+    /// let store = Store::new(StoreConfig::new("postgres://postgres@127.0.0.1:1/orders"));
+    /// assert!(store.is_ok());
+    /// ```
     ///
     /// # Errors
     ///

@@ -77,7 +77,11 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
     app.wait_for_order(ORDER_ID).await;
     app.publish_order(&hostile_order()).await;
     let served = app.wait_for_order(HOSTILE_ID).await;
-    assert_eq!(served, hostile_order(), "the hostile order is valid and kept");
+    assert_eq!(
+        served,
+        hostile_order(),
+        "the hostile order is valid and kept"
+    );
 
     let output = tokio::process::Command::new(node)
         .arg(format!("{root}/tests/browser/page.test.mjs"))
