@@ -56,12 +56,12 @@ struct Settings {
     /// Threads serving HTTP and ingesting (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     worker_threads: Option<usize>,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "LOG_JSON")]
+    /// Log as JSON lines instead of text (LOG_JSON=1, true, yes or on).
+    #[arg(long, env = "LOG_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let s = Settings::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,order_cache=info".into());
@@ -71,9 +71,35 @@ fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only for a person at a terminal, not in a log file.
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_env_filter(filter)
+            .init();
     }
+    // A fatal error is a log line like any other (JSON when asked), then
+    // exit status 1.
+    if let Err(e) = serve(s) {
+        tracing::error!(error = %describe(&e), "server cannot run");
+        std::process::exit(1);
+    }
+}
 
+/// The error and its causes, each said once (the crate's errors already
+/// include their cause in their message).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
+fn serve(s: Settings) -> anyhow::Result<()> {
     let mut store = StoreConfig::new(s.database_url);
     store.max_connections = s.database_max_connections;
     let config = AppConfig {

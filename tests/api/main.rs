@@ -9,6 +9,7 @@ mod dlq_tool;
 mod faults;
 mod helpers;
 mod http;
+mod logs;
 #[cfg(feature = "e2e")]
 mod openapi;
 mod pipeline;

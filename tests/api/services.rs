@@ -51,7 +51,7 @@ fn pg_bindir() -> PathBuf {
     PathBuf::from("/usr/bin")
 }
 
-fn temp_dir(prefix: &str) -> PathBuf {
+pub fn temp_dir(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("{prefix}-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     if is_root() {
@@ -240,7 +240,7 @@ pub struct ServerProcess {
 }
 
 /// Where cargo put the `server` example for this test build.
-fn server_bin() -> PathBuf {
+pub fn server_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/api-<hash> → target/<profile>/examples/server
     let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
@@ -258,7 +258,29 @@ impl ServerProcess {
         nats_url: &str,
         ingest: &order_cache::IngestConfig,
     ) -> ServerProcess {
+        ServerProcess::spawn_with(database_url, nats_url, ingest, &[], None)
+    }
+
+    /// [`ServerProcess::spawn`] with more environment, writing its stdout
+    /// and stderr to `log` when given.
+    pub fn spawn_with(
+        database_url: &str,
+        nats_url: &str,
+        ingest: &order_cache::IngestConfig,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> ServerProcess {
         let port = free_port();
+        let output = || match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("log file"),
+            ),
+            None => Stdio::null(),
+        };
         let child = Command::new(server_bin())
             .env("DATABASE_URL", database_url)
             .env("NATS_URL", nats_url)
@@ -269,8 +291,9 @@ impl ServerProcess {
             .env("ORDERS_DLQ_SUBJECT", &ingest.dlq_subject)
             .env("BATCH_SIZE", ingest.batch_size.to_string())
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .expect("spawn server");
         ServerProcess { child, port }
