@@ -82,7 +82,7 @@ start_nats() {
 # SCHEMATHESIS for the tests.
 SCHEMATHESIS_VERSION=4.32.5
 ensure_e2e_tools() {
-  local root=$1 cache=${XDG_CACHE_HOME:-$HOME/.cache}/order_cache
+  local root=$1 cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/order_cache
   [ -x /usr/bin/chromium ] || command -v chromium >/dev/null || apt_install chromium
   export CHROMIUM=${CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}
   command -v node >/dev/null || apt_install nodejs

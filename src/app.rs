@@ -163,14 +163,16 @@ pub async fn run(
         .with_store(store.clone())
         .with_nats(nats.clone());
     let api = Api::new(cache.clone(), metrics.clone(), readiness.clone()).with_store(store.clone());
-    let addr = listener.local_addr().ok();
+    let addr = listener
+        .local_addr()
+        .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string());
     let server = tokio::spawn(
         warp::serve(router(api))
             .incoming(listener)
             .graceful(shutdown.clone())
             .run(),
     );
-    info!(?addr, "listening");
+    info!(%addr, "listening");
 
     let restored = tokio::select! {
         biased;
