@@ -443,6 +443,7 @@ pub mod reqwest_lite {
 
 /// The path of an external program the end-to-end tests drive: `$VAR` if
 /// set, else `name` on `PATH`; panics with how to install it otherwise.
+#[cfg(feature = "e2e")]
 pub fn require_tool(name: &str, var: &str, install: &str) -> std::path::PathBuf {
     if let Some(path) = std::env::var_os(var) {
         return path.into();
