@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// Publish orders: by default the example order with a fresh id every 2 s.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// NATS server URL.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]

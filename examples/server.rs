@@ -15,7 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Ingest orders from NATS JetStream into PostgreSQL and serve them over HTTP.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Settings {
     /// PostgreSQL URL (default: the docker-compose database).
     #[arg(

@@ -14,7 +14,7 @@ use order_cache::ingest::{ERROR_HEADER, REASON_HEADER, SEQUENCE_HEADER};
 
 /// List and replay order_cache's dead letters.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// NATS server URL.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
