@@ -116,6 +116,31 @@ impl AsRef<[u8]> for Json {
 }
 
 impl Snapshot {
+    /// A snapshot of these entries alone, built without the writer lock and
+    /// in place (no other snapshot shares its nodes, so nothing is copied);
+    /// publish it with [`Cache::merge`]. The first bytes of an id win.
+    pub(crate) fn build(entries: impl IntoIterator<Item = (OrderUid, Bytes)>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for (uid, bytes) in entries {
+            snapshot.add(&uid, bytes);
+        }
+        snapshot
+    }
+
+    /// Adds an entry unless the id is present; returns it when added.
+    fn add(&mut self, uid: &OrderUid, bytes: Bytes) -> Option<Slot> {
+        if self.orders.contains_key(uid.as_str()) {
+            return None;
+        }
+        self.bytes += bytes.len();
+        let slot = Slot(Arc::new(Entry {
+            uid: uid.as_str().into(),
+            json: Vec::from(bytes).into_boxed_slice(),
+        }));
+        self.orders.insert(slot.clone(), ());
+        Some(slot)
+    }
+
     /// The response bytes of the order with this id. The bytes share the
     /// cache's memory; nothing is copied.
     pub fn get(&self, uid: &str) -> Option<Bytes> {
@@ -256,24 +281,34 @@ impl Cache {
         let mut next = Snapshot::clone(&self.inner.current.load());
         let mut changed = false;
         for (uid, bytes) in entries {
-            if next.orders.contains_key(uid.as_str()) {
-                continue;
+            if let Some(slot) = next.add(&uid, bytes) {
+                if recent {
+                    next.recent.push_front(slot);
+                }
+                changed = true;
             }
-            next.bytes += bytes.len();
-            let slot = Slot(Arc::new(Entry {
-                uid: uid.as_str().into(),
-                json: Vec::from(bytes).into_boxed_slice(),
-            }));
-            if recent {
-                next.recent.push_front(slot.clone());
-            }
-            next.orders.insert(slot, ());
-            changed = true;
         }
         if changed {
             next.recent.truncate(RECENT);
             self.inner.current.store(Arc::new(next));
         }
+    }
+
+    /// Publishes a snapshot built aside with [`Snapshot::build`] (a
+    /// restore), keeping whatever was cached meanwhile: an id cached in both
+    /// keeps the bytes it is already served with, and the recent list stays.
+    pub(crate) fn merge(&self, mut built: Snapshot) {
+        let _writer = self.lock_writer();
+        let current = self.inner.current.load_full();
+        for (slot, ()) in current.orders.iter() {
+            if let Some((old, ())) = built.orders.remove_with_key(&*slot.0.uid) {
+                built.bytes -= old.0.json.len();
+            }
+            built.bytes += slot.0.json.len();
+            built.orders.insert(slot.clone(), ());
+        }
+        built.recent = current.recent.clone();
+        self.inner.current.store(Arc::new(built));
     }
 
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -307,6 +342,32 @@ mod tests {
         assert!(before.get("b").is_none());
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.get("c").unwrap(), Bytes::from("{\"id\":\"c\"}"));
+    }
+
+    #[test]
+    fn a_snapshot_built_aside_merges_with_what_was_cached_meanwhile() {
+        let cache = Cache::new();
+        // Cached while the restore ran: served already, so it must stay.
+        cache.insert([(OrderUid::parse("both").unwrap(), Bytes::from("live"))]);
+        cache.insert([entry("live-only")]);
+        let built = Snapshot::build([entry("both"), entry("restored"), entry("restored")]);
+        assert_eq!(
+            built.len(),
+            2,
+            "the first bytes of an id win inside a build"
+        );
+        cache.merge(built);
+
+        let snap = cache.snapshot();
+        assert_eq!(snap.len(), 3);
+        assert_eq!(snap.get("both").unwrap(), Bytes::from("live"));
+        assert!(snap.get("restored").is_some() && snap.get("live-only").is_some());
+        assert_eq!(snap.recent().collect::<Vec<_>>(), ["live-only", "both"]);
+        let bytes: usize = ["both", "restored", "live-only"]
+            .iter()
+            .map(|id| snap.get(id).unwrap().len())
+            .sum();
+        assert_eq!(snap.json_bytes(), bytes);
     }
 
     #[test]

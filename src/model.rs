@@ -417,10 +417,21 @@ impl Order {
     /// assert_eq!(value(&json), value(sent));
     /// ```
     pub fn to_json(&self) -> bytes::Bytes {
-        // Serialising plain structs of strings and integers cannot fail.
-        serde_json::to_vec(self)
-            .map(bytes::Bytes::from)
-            .unwrap_or_default()
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        // Serialised into a reused buffer, then copied once into an
+        // allocation of exactly its size: the cache keeps these bytes for
+        // good, and growing a fresh Vec by doubling would both leave slack
+        // in every entry and touch several times the memory on the way.
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            // Serialising plain structs of strings and integers cannot fail.
+            match serde_json::to_writer(&mut *buf, self) {
+                Ok(()) => bytes::Bytes::copy_from_slice(buf),
+                Err(_) => bytes::Bytes::new(),
+            }
+        })
     }
 
     fn validate(&self) -> Result<(), Rejection> {

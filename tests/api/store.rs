@@ -1,6 +1,6 @@
 //! The PostgreSQL store on its own.
 
-use order_cache::{Order, Store, StoreConfig, StoreError};
+use order_cache::{Cache, Order, OrderUid, Store, StoreConfig, StoreError};
 
 use crate::helpers::{example, TestDb};
 
@@ -114,4 +114,39 @@ async fn reads_during_writes_never_see_an_order_without_its_items() {
     }
     writer.await.unwrap();
     assert!(reads > 1, "the reads overlapped the writes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_caches_every_stored_order_across_many_chunks_and_keeps_live_entries() {
+    let (_db, store) = store().await;
+    // Several of restore's hand-over chunks, and a last partial one.
+    let orders: Vec<Order> = (0..2600)
+        .map(|i| {
+            let mut o = example(&format!("rs{i:05}"));
+            o.items = (0..1 + i % 3).map(|_| o.items[0].clone()).collect();
+            o
+        })
+        .collect();
+    store.insert(&orders).await.unwrap();
+    let cache = Cache::new();
+    // Served before the restore finished: must survive it unchanged.
+    let live = OrderUid::parse("rs00007").unwrap();
+    cache.fill([(live.clone(), bytes::Bytes::from_static(b"{\"live\":true}"))]);
+
+    let restored = order_cache::app::restore(&store, &cache).await.unwrap();
+
+    assert_eq!(restored, 2600);
+    assert_eq!(cache.len(), 2600);
+    for order in &orders {
+        let served = cache.get(order.order_uid.as_str()).unwrap();
+        if order.order_uid == live {
+            assert_eq!(served, "{\"live\":true}");
+        } else {
+            assert_eq!(served, order.to_json());
+        }
+    }
+    // Stored in batch order, so the newest are the last 20, newest first.
+    let recent: Vec<String> = cache.snapshot().recent().map(str::to_owned).collect();
+    let expected: Vec<String> = (2580..2600).rev().map(|i| format!("rs{i:05}")).collect();
+    assert_eq!(recent, expected);
 }
