@@ -34,6 +34,7 @@ use crate::store::{Store, StoreError};
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const STYLE_CSS: &str = include_str!("../static/style.css");
+const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
 const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 /// How long an id that PostgreSQL did not have is answered 404 from memory,
@@ -341,10 +342,23 @@ fn page() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let css = warp::path("style.css")
         .and(warp::path::end())
         .map(|| static_reply(STYLE_CSS, "text/css; charset=utf-8"));
+    let icon = warp::path("favicon.svg")
+        .and(warp::path::end())
+        .map(|| static_reply(FAVICON_SVG, "image/svg+xml"));
     let spec = warp::path("openapi.yaml")
         .and(warp::path::end())
         .map(|| static_reply(OPENAPI_YAML, "application/yaml"));
-    get_or_head().and(index.or(js).unify().or(css).unify().or(spec).unify())
+    get_or_head().and(
+        index
+            .or(js)
+            .unify()
+            .or(css)
+            .unify()
+            .or(icon)
+            .unify()
+            .or(spec)
+            .unify(),
+    )
 }
 
 fn healthz() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
@@ -505,7 +519,7 @@ fn route_label(path: &str) -> &'static str {
         (_, "healthz") => "/healthz",
         (_, "readyz") => "/readyz",
         (_, "metrics") => "/metrics",
-        (_, "app.js" | "style.css" | "openapi.yaml") => "/assets",
+        (_, "app.js" | "style.css" | "favicon.svg" | "openapi.yaml") => "/assets",
         (_, "") => "/",
         _ => "other",
     }

@@ -37,7 +37,7 @@ function expectedRequest(url) {
   const u = new URL(url);
   if (u.origin !== new URL(BASE_URL).origin) return false;
   const path = u.pathname.slice(new URL(BASE_URL).pathname.length - 1);
-  return ["/", "/app.js", "/style.css", "/orders", "/favicon.ico"].includes(path)
+  return ["/", "/app.js", "/style.css", "/favicon.svg", "/orders"].includes(path)
     || /^\/orders\/[^/]+$/.test(path);
 }
 
@@ -48,7 +48,9 @@ async function orderJson(id) {
 }
 
 // Opens a page that records everything a check must not see: script
-// errors, dialogs (alert/confirm), unexpected requests, console errors.
+// errors, dialogs (alert/confirm), unexpected requests, error answers,
+// console errors. `close({ allow })` takes patterns of the ones a check
+// expects (the 404 of an unknown id, say).
 async function open(browser, device) {
   const context = await browser.newContext(device);
   const page = await context.newPage();
@@ -61,12 +63,15 @@ async function open(browser, device) {
   page.on("request", (r) => {
     if (!expectedRequest(r.url())) trouble.push(`unexpected request: ${r.method()} ${r.url()}`);
   });
-  page.on("console", (m) => {
-    if (m.type() === "error") trouble.push(`console error: ${m.text()}`);
+  page.on("response", (r) => {
+    if (r.status() >= 400) trouble.push(`HTTP ${r.status()} ${r.url()}`);
   });
-  const close = async ({ allowConsoleErrors = false } = {}) => {
+  page.on("console", (m) => {
+    if (m.type() === "error") trouble.push(`console error: ${m.text()} (${m.location().url})`);
+  });
+  const close = async ({ allow = [] } = {}) => {
     await context.close();
-    const real = allowConsoleErrors ? trouble.filter((t) => !t.startsWith("console error")) : trouble;
+    const real = trouble.filter((t) => !allow.some((pattern) => pattern.test(t)));
     assert.deepEqual(real, [], "nothing unexpected happened in the page");
   };
   return { page, close };
@@ -139,7 +144,7 @@ check("the page is sent with a CSP that forbids inline script, and nosniff", asy
   });
   assert.equal(ran.ran, false, "inline script was blocked");
   assert.match(ran.violated, /^script-src/);
-  await close({ allowConsoleErrors: true });
+  await close({ allow: [/^console error: .*Content Security Policy/] });
 });
 
 check("typing an id and pressing Show displays every field", async (browser) => {
@@ -173,8 +178,12 @@ check("an unknown id gets a friendly message", async (browser) => {
   await page.getByLabel("Order id").press("Enter");
   assert.equal(await statusText(page), "No order with id no-such-order-42.");
   assert.equal(await page.locator("#order").isVisible(), false);
-  // The API answered 404, which the browser logs as a console error.
-  await close({ allowConsoleErrors: true });
+  // The API answered 404, which the browser also logs as a console error.
+  const notFound = /\/orders\/no-such-order-42\b/;
+  await close({ allow: [
+    new RegExp(`^HTTP 404 .*${notFound.source}`),
+    new RegExp(`^console error: .*404.*${notFound.source}`),
+  ] });
 });
 
 check("a malformed id gets a friendly message, typed or linked", async (browser) => {
