@@ -119,8 +119,37 @@ async fn reads_during_writes_never_see_an_order_without_its_items() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_caches_every_stored_order_across_many_chunks_and_keeps_live_entries() {
     let (_db, store) = store().await;
-    // Several of restore's hand-over chunks, and a last partial one.
-    let orders: Vec<Order> = (0..2600)
+    let orders = store_orders_for_restore(&store).await;
+    restore_and_check(&store, &orders).await;
+}
+
+/// Restore hands chunks to a thread and waits when its queue is full: that
+/// must not deadlock on a single-threaded runtime either. (Migrations need
+/// a multi-threaded one, so the data is prepared on one.)
+#[test]
+fn restore_works_on_a_current_thread_runtime() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let (db, orders) = setup.block_on(async {
+        let (db, store) = store().await;
+        let orders = store_orders_for_restore(&store).await;
+        (db, orders)
+    });
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    single.block_on(async {
+        let store = Store::new(StoreConfig::new(db.url.clone())).unwrap();
+        restore_and_check(&store, &orders).await;
+    });
+    drop(single);
+    setup.block_on(async move { drop(db) });
+}
+
+/// More of restore's hand-over chunks than its queue holds, and a last
+/// partial one.
+async fn store_orders_for_restore(store: &Store) -> Vec<Order> {
+    let orders: Vec<Order> = (0..6000)
         .map(|i| {
             let mut o = example(&format!("rs{i:05}"));
             o.items = (0..1 + i % 3).map(|_| o.items[0].clone()).collect();
@@ -128,16 +157,20 @@ async fn restore_caches_every_stored_order_across_many_chunks_and_keeps_live_ent
         })
         .collect();
     store.insert(&orders).await.unwrap();
+    orders
+}
+
+async fn restore_and_check(store: &Store, orders: &[Order]) {
     let cache = Cache::new();
     // Served before the restore finished: must survive it unchanged.
     let live = OrderUid::parse("rs00007").unwrap();
     cache.fill([(live.clone(), bytes::Bytes::from_static(b"{\"live\":true}"))]);
 
-    let restored = order_cache::app::restore(&store, &cache).await.unwrap();
+    let restored = order_cache::app::restore(store, &cache).await.unwrap();
 
-    assert_eq!(restored, 2600);
-    assert_eq!(cache.len(), 2600);
-    for order in &orders {
+    assert_eq!(restored, 6000);
+    assert_eq!(cache.len(), 6000);
+    for order in orders {
         let served = cache.get(order.order_uid.as_str()).unwrap();
         if order.order_uid == live {
             assert_eq!(served, "{\"live\":true}");
@@ -147,6 +180,6 @@ async fn restore_caches_every_stored_order_across_many_chunks_and_keeps_live_ent
     }
     // Stored in batch order, so the newest are the last 20, newest first.
     let recent: Vec<String> = cache.snapshot().recent().map(str::to_owned).collect();
-    let expected: Vec<String> = (2580..2600).rev().map(|i| format!("rs{i:05}")).collect();
+    let expected: Vec<String> = (5980..6000).rev().map(|i| format!("rs{i:05}")).collect();
     assert_eq!(recent, expected);
 }
