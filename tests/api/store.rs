@@ -80,9 +80,13 @@ async fn an_unreachable_database_is_a_transient_error() {
 async fn migrations_can_run_twice_and_concurrently() {
     let (db, store) = store().await;
     let other = Store::new(StoreConfig::new(db.url.clone())).unwrap();
-    let (a, b) = tokio::join!(store.migrate(), other.migrate());
-    a.expect("first migration run");
-    b.expect("second migration run");
+    // Two tasks, as two instances starting together would be: the migration
+    // harness blocks its thread, so inside one task (`join!`) one run would
+    // stall the other's connection handshake until it timed out under load.
+    let a = tokio::spawn(async move { store.migrate().await });
+    let b = tokio::spawn(async move { other.migrate().await });
+    a.await.unwrap().expect("first migration run");
+    b.await.unwrap().expect("second migration run");
 }
 
 #[tokio::test(flavor = "multi_thread")]
