@@ -94,8 +94,9 @@ pub enum AppError {
 /// streams, serves HTTP on `listener` (`/readyz` answers 503 until the cache
 /// is restored), restores the cache, then consumes orders.
 ///
-/// On shutdown it stops pulling, finishes and acknowledges the batch in
-/// flight, closes the HTTP server and drains the NATS connection.
+/// On shutdown it stops pulling, finishes and acknowledges the batches in
+/// flight, closes the HTTP server, waits until NATS has received the acks
+/// (up to `shutdown_timeout`) and drains the connection.
 ///
 /// # Errors
 ///
@@ -193,6 +194,15 @@ pub async fn run(
         .is_err()
     {
         warn!("open HTTP connections did not close in time");
+    }
+    // The last batch's acks may still sit in the client's write buffer:
+    // flush waits until the server has them (drain only queues a command
+    // and returns, and the connection dies with the process), so a clean
+    // stop leaves nothing committed for redelivery.
+    match tokio::time::timeout(config.shutdown_timeout, nats.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "NATS flush failed; unsent acks mean redeliveries"),
+        Err(_) => warn!("NATS flush timed out; unsent acks mean redeliveries"),
     }
     if let Err(e) = nats.drain().await {
         warn!(error = %e, "NATS drain failed");
