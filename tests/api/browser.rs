@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{example_order, require_tool, spawn_app, TestDb, TestStreams};
+use crate::helpers::{example_order, require_tool, run_checker, spawn_app, TestDb, TestStreams};
 
 /// The example order's own id, so the screenshots show the familiar order.
 const ORDER_ID: &str = "b563feb7b2b84b6test";
@@ -83,24 +83,15 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
         "the hostile order is valid and kept"
     );
 
-    let output = tokio::process::Command::new(node)
+    let mut command = tokio::process::Command::new(node);
+    command
         .arg(format!("{root}/tests/browser/page.test.mjs"))
         .env("BASE_URL", format!("http://{}/", app.client.addr()))
         .env("ORDER_ID", ORDER_ID)
         .env("HOSTILE_ID", HOSTILE_ID)
         .env("SCREENSHOT_DIR", format!("{root}/docs"))
-        .env("CHROMIUM", chromium)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "browser checks failed:\n{stdout}\n{stderr}"
-    );
+        .env("CHROMIUM", chromium);
+    let stdout = run_checker(&mut command, "browser checks failed").await;
     assert!(stdout.contains("8 of 8 browser checks passed"), "{stdout}");
     app.stop().await.expect("clean stop");
 }

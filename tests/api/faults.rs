@@ -93,30 +93,6 @@ impl Rig {
     }
 }
 
-async fn wait_ready(server: &ServerProcess, within: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        if let Ok((200, _)) = server.client().get("/readyz").await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "server not ready in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_status(server: &ServerProcess, path: &str, want: u16, within: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        if let Ok((status, _)) = server.client().get(path).await {
-            if status == want {
-                return started.elapsed();
-            }
-        }
-        assert!(started.elapsed() < within, "{path} never answered {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn cache_size(server: &ServerProcess) -> f64 {
     let (_, text) = server.client().get("/metrics").await.expect("metrics");
     metric(&String::from_utf8_lossy(&text), "order_cache_cache_orders").unwrap_or(-1.0)
@@ -173,9 +149,9 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         );
     }
 
-    let server = rig.spawn();
+    let mut server = rig.spawn();
     rig.wait_stored(N as i64, Duration::from_secs(120)).await;
-    wait_ready(&server, Duration::from_secs(30)).await;
+    server.wait_ready(Duration::from_secs(30)).await;
     rig.assert_exactly_once(N).await;
     // The cache is complete: restored from PostgreSQL plus what it ingested.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -200,15 +176,11 @@ async fn postgres_stopped_hard_mid_ingest_loses_nothing_and_cached_orders_stay_s
     rig.publish(&first).await;
     let mut server = rig.spawn();
     rig.wait_stored(FIRST as i64, Duration::from_secs(60)).await;
-    wait_ready(&server, Duration::from_secs(30)).await;
+    server.wait_ready(Duration::from_secs(30)).await;
     let cached = first[0].clone();
-    wait_status(
-        &server,
-        &format!("/orders/{cached}"),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
+    server
+        .wait_status(&format!("/orders/{cached}"), 200, Duration::from_secs(10))
+        .await;
 
     // Keep publishing while PostgreSQL goes away.
     let publisher = {
@@ -225,7 +197,9 @@ async fn postgres_stopped_hard_mid_ingest_loses_nothing_and_cached_orders_stay_s
     tokio::time::sleep(Duration::from_millis(300)).await;
     rig.pg.stop_immediate();
     let down = Instant::now();
-    let to_503 = wait_status(&server, "/readyz", 503, Duration::from_secs(10)).await;
+    let to_503 = server
+        .wait_status("/readyz", 503, Duration::from_secs(10))
+        .await;
     while down.elapsed() < Duration::from_secs(10) {
         let (status, _) = server
             .client()
@@ -241,7 +215,7 @@ async fn postgres_stopped_hard_mid_ingest_loses_nothing_and_cached_orders_stay_s
     }
     rig.pg.resume();
     let back = Instant::now();
-    wait_ready(&server, Duration::from_secs(30)).await;
+    server.wait_ready(Duration::from_secs(30)).await;
     let to_ready = back.elapsed();
     publisher.await.unwrap();
     rig.wait_stored((FIRST + SECOND) as i64, Duration::from_secs(120))
@@ -276,7 +250,7 @@ async fn nats_killed_and_restarted_mid_ingest_loses_nothing() {
         back.elapsed()
     );
     assert!(server.is_running(), "the server survived the broker");
-    wait_ready(&server, Duration::from_secs(30)).await;
+    server.wait_ready(Duration::from_secs(30)).await;
     rig.assert_exactly_once(N).await;
     assert_served(&server, &uids, 200).await;
 }
@@ -296,9 +270,9 @@ async fn sigterm_mid_ingest_commits_the_batch_in_flight_and_exits_zero() {
     assert!(status.success(), "exit status {status:?}");
     eprintln!("sigterm: exited in {took:?}");
 
-    let server = rig.spawn();
+    let mut server = rig.spawn();
     rig.wait_stored(N as i64, Duration::from_secs(120)).await;
-    wait_ready(&server, Duration::from_secs(30)).await;
+    server.wait_ready(Duration::from_secs(30)).await;
     rig.assert_exactly_once(N).await;
     // What the first instance committed, it also acknowledged: nothing came
     // back to the second one as an already-stored order.
@@ -314,10 +288,10 @@ async fn sigterm_mid_ingest_commits_the_batch_in_flight_and_exits_zero() {
 async fn two_instances_on_one_database_and_stream_store_once_and_both_serve_all() {
     const N: usize = 5_000;
     let rig = rig().await;
-    let a = rig.spawn();
-    let b = rig.spawn();
-    wait_ready(&a, Duration::from_secs(30)).await;
-    wait_ready(&b, Duration::from_secs(30)).await;
+    let mut a = rig.spawn();
+    let mut b = rig.spawn();
+    a.wait_ready(Duration::from_secs(30)).await;
+    b.wait_ready(Duration::from_secs(30)).await;
     let uids = ids(N);
     rig.publish(&uids).await;
 

@@ -455,3 +455,19 @@ pub fn require_tool(name: &str, var: &str, install: &str) -> std::path::PathBuf 
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("`{name}` not found: {install}, or set {var}"))
 }
+
+/// Runs an outside checker to the end and returns what it printed; panics
+/// with `failure` and all its output unless it exits 0.
+#[cfg(feature = "e2e")]
+pub async fn run_checker(command: &mut tokio::process::Command, failure: &str) -> String {
+    let output = command
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the checker");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(output.status.success(), "{failure}:\n{stdout}\n{stderr}");
+    stdout
+}

@@ -35,29 +35,14 @@ async fn json_logs_carry_one_warning_per_rejection_and_no_password() {
     let log = dir.join("server.log");
     let url = with_password(&db.url);
     assert!(url.contains(PASSWORD));
-    let server = ServerProcess::spawn_with(
+    let mut server = ServerProcess::spawn_with(
         &url,
         &streams.nats_url,
         &streams.config,
         &[("LOG_JSON", "1"), ("RUST_LOG", "info")],
         Some(&log),
     );
-    let mut server = server;
-    let client = server.client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(client.get("/readyz").await, Ok((200, _))) {
-        assert!(
-            server.is_running(),
-            "server exited:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "server not ready:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_ready(Duration::from_secs(30)).await;
 
     let js = async_nats::jetstream::new(
         async_nats::connect(streams.nats_url.as_str())
@@ -87,11 +72,9 @@ async fn json_logs_carry_one_warning_per_rejection_and_no_password() {
     publish(serde_json::to_vec(&example_order(&good)).expect("json")).await;
 
     // The valid order behind them is served, so both rejections were handled.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(client.get(&format!("/orders/{good}")).await, Ok((200, _))) {
-        assert!(Instant::now() < deadline, "valid order never served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .wait_status(&format!("/orders/{good}"), 200, Duration::from_secs(20))
+        .await;
     let rejections = |lines: &[Value]| -> Vec<(String, u64)> {
         lines
             .iter()

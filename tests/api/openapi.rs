@@ -6,7 +6,8 @@
 //! Needs `schemathesis` (PyPI), which `.ci/run` installs; built only with
 //! the `e2e` feature. `SCHEMATHESIS_SEED` replays another seed.
 
-use crate::helpers::{example_order, require_tool, spawn_app, TestDb, TestStreams};
+use crate::helpers::{example_order, require_tool, run_checker, spawn_app, TestDb, TestStreams};
+use crate::services::temp_dir;
 
 /// The id in the spec's examples: it must exist so the 200 answers (and
 /// their body schema) are checked, not only the errors.
@@ -28,8 +29,9 @@ async fn the_running_service_conforms_to_its_openapi_document() {
     app.wait_for_order("second-order_2").await;
 
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261127".into());
-    let reports = tempdir();
-    let output = tokio::process::Command::new(schemathesis)
+    let reports = temp_dir("schemathesis");
+    let mut command = tokio::process::Command::new(schemathesis);
+    command
         .arg("run")
         .arg(format!("http://{}/openapi.yaml", app.client.addr()))
         .args(["--checks", "all", "--max-examples", "200", "--seed", &seed])
@@ -39,27 +41,15 @@ async fn the_running_service_conforms_to_its_openapi_document() {
         // It keeps a cache in its working directory: not in the checkout.
         .current_dir(&reports)
         .env("SCHEMATHESIS_HOOKS", "")
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run schemathesis");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "the service does not conform to openapi.yaml (seed {seed}):\n{stdout}\n{stderr}"
-    );
+        .env("NO_COLOR", "1");
+    let stdout = run_checker(
+        &mut command,
+        &format!("the service does not conform to openapi.yaml (seed {seed})"),
+    )
+    .await;
     // Every route was exercised, and none was only ever answered 404.
     assert!(stdout.contains("Tested: 10"), "{stdout}");
     assert!(!stdout.contains("Missing test data"), "{stdout}");
     let _ = std::fs::remove_dir_all(&reports);
     app.stop().await.expect("clean stop");
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(crate::helpers::unique("schemathesis"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }

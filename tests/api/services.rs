@@ -237,6 +237,7 @@ impl Drop for OwnNats {
 pub struct ServerProcess {
     child: Child,
     pub port: u16,
+    log: Option<PathBuf>,
 }
 
 /// Where cargo put the `server` example for this test build.
@@ -296,7 +297,11 @@ impl ServerProcess {
             .stderr(output())
             .spawn()
             .expect("spawn server");
-        ServerProcess { child, port }
+        ServerProcess {
+            child,
+            port,
+            log: log.map(Path::to_path_buf),
+        }
     }
 
     pub fn client(&self) -> crate::helpers::reqwest_lite::Client {
@@ -305,6 +310,39 @@ impl ServerProcess {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What the server wrote, when it was spawned with a log file.
+    fn output(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
+    }
+
+    /// Polls `GET path` until it answers `want`; returns how long that took.
+    /// Panics, with the server's output, if it exits or `within` passes.
+    pub async fn wait_status(&mut self, path: &str, want: u16, within: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            if let Ok((status, _)) = self.client().get(path).await {
+                if status == want {
+                    return started.elapsed();
+                }
+            }
+            assert!(self.is_running(), "server exited:\n{}", self.output());
+            assert!(
+                started.elapsed() < within,
+                "{path} never answered {want}\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    pub async fn wait_ready(&mut self, within: Duration) -> Duration {
+        self.wait_status("/readyz", 200, within).await
     }
 
     /// SIGKILL, no chance to clean up.
