@@ -26,6 +26,15 @@ pub const ERROR_HEADER: &str = "Order-Cache-Error";
 /// Header of a dead letter that gives the message's sequence in the source
 /// stream.
 pub const SEQUENCE_HEADER: &str = "Order-Cache-Stream-Sequence";
+/// Header of a dead letter that names the stream the message came from; with
+/// [`SEQUENCE_HEADER`] it locates the original message there.
+pub const SOURCE_STREAM_HEADER: &str = "Order-Cache-Source-Stream";
+/// Header of a dead letter whose payload was too large to carry with the
+/// letter's headers within the broker's `max_payload`: the letter's body is
+/// empty, this header gives the original size in bytes, and the original
+/// bytes stay readable at [`SEQUENCE_HEADER`] in [`SOURCE_STREAM_HEADER`]
+/// while that stream retains them.
+pub const PAYLOAD_OMITTED_HEADER: &str = "Order-Cache-Payload-Omitted";
 
 /// Names and tuning of the ingest pipeline.
 ///
