@@ -14,7 +14,7 @@ use crate::http::{router, Api};
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::metrics::Metrics;
 use crate::model::Order;
-use crate::store::{redact_url, Store, StoreConfig, StoreError};
+use crate::store::{redact_url, Scanned, Store, StoreConfig, StoreError};
 
 /// Everything [`run`] needs to know.
 ///
@@ -181,10 +181,11 @@ pub async fn run(
         () = shutdown.clone() => None,
         r = restore(&store, &cache) => Some(r?),
     };
-    if let Some(count) = restored {
+    if let Some(scanned) = restored {
         metrics.cache(&cache.snapshot());
+        metrics.inconsistent(scanned.inconsistent);
         readiness.mark_restored();
-        info!(orders = count, "cache restored; consuming");
+        info!(orders = scanned.orders, "cache restored; consuming");
         ingestor.run(shutdown.clone()).await;
     }
 
@@ -210,7 +211,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Fills `cache` with every stored order and the recent list.
+/// Fills `cache` with every stored order and the recent list. An order whose
+/// rows do not add up is logged and counted in [`Scanned::inconsistent`],
+/// and left to be answered from PostgreSQL with a clear error; the others
+/// restore exactly.
 ///
 /// Decoding rows (on this task) and serialising and indexing the orders (on
 /// a blocking thread) overlap; each is seconds of CPU for a million orders.
@@ -229,7 +233,7 @@ pub async fn run(
 /// let store = Store::new(StoreConfig::new("postgres://postgres@127.0.0.1/orders"))?;
 /// let cache = Cache::new();
 /// let restored = app::restore(&store, &cache).await?;
-/// assert_eq!(cache.len(), restored);
+/// assert_eq!(cache.len(), restored.orders);
 /// # Ok(())
 /// # }
 /// ```
@@ -237,7 +241,7 @@ pub async fn run(
 /// # Errors
 ///
 /// When PostgreSQL fails during the scan.
-pub async fn restore(store: &Store, cache: &Cache) -> Result<usize, StoreError> {
+pub async fn restore(store: &Store, cache: &Cache) -> Result<Scanned, StoreError> {
     /// Orders handed over at a time, and chunks queued at most.
     const CHUNK: usize = 1024;
     const QUEUED: usize = 4;
@@ -264,7 +268,7 @@ pub async fn restore(store: &Store, cache: &Cache) -> Result<usize, StoreError> 
     hand_over(&chunks, chunk);
     drop(chunks);
     let built = builder.await;
-    let count = scanned?;
+    let scanned = scanned?;
     // A panic there is a bug here: surface it as if it had happened inline.
     let built = match built {
         Ok(built) => built,
@@ -275,8 +279,13 @@ pub async fn restore(store: &Store, cache: &Cache) -> Result<usize, StoreError> 
     };
     cache.merge(built);
     cache.set_recent(store.recent(crate::cache::RECENT as i64).await?);
-    info!(orders = count, took = ?started.elapsed(), "restored cache from PostgreSQL");
-    Ok(count)
+    info!(
+        orders = scanned.orders,
+        inconsistent = scanned.inconsistent,
+        took = ?started.elapsed(),
+        "restored cache from PostgreSQL"
+    );
+    Ok(scanned)
 }
 
 /// Sends a chunk to the restore thread, waiting while its queue is full:

@@ -26,8 +26,9 @@ use crate::store::Store;
 /// ```
 ///
 /// With `.with_store(store).with_nats(client)`, `failing` also names
-/// `postgres` when a ping does not answer within a second, and `nats` while
-/// the client is disconnected.
+/// `postgres` when a ping does not answer within a second or the last write
+/// failed for the database's sake, and `nats` while the client is
+/// disconnected.
 #[derive(Clone, Default)]
 pub struct Readiness {
     restored: Arc<AtomicBool>,
@@ -79,8 +80,10 @@ impl Readiness {
             failing.push("cache");
         }
         if let Some(store) = &self.store {
+            // PostgreSQL may answer while refusing every write (a read-only
+            // standby, a full disk): the last write counts too.
             let ping = tokio::time::timeout(Duration::from_secs(1), store.ping()).await;
-            if !matches!(ping, Ok(Ok(()))) {
+            if !matches!(ping, Ok(Ok(()))) || store.writes_failing() {
                 failing.push("postgres");
             }
         }

@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 /// | `order_cache_ingest_batch_seconds` | histogram | |
 /// | `order_cache_ingest_batch_size` | histogram | |
 /// | `order_cache_store_errors_total` | counter | |
+/// | `order_cache_store_inconsistent_orders` | gauge | |
 ///
 /// # Examples
 ///
@@ -51,6 +52,7 @@ struct Inner {
     batch_seconds: Histogram,
     batch_size: Histogram,
     store_errors: Counter,
+    inconsistent: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +91,7 @@ impl Metrics {
         let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let store_errors = Counter::default();
+        let inconsistent = Gauge::default();
         registry.register(
             "orders_ingested",
             "Orders newly stored and cached",
@@ -127,8 +130,15 @@ impl Metrics {
         );
         registry.register(
             "store_errors",
-            "Batches that failed to reach PostgreSQL",
+            "Batch writes PostgreSQL failed for its own sake (unreachable, read-only, \
+             full, timed out, ...); the orders are retried",
             store_errors.clone(),
+        );
+        registry.register(
+            "store_inconsistent_orders",
+            "Stored orders left out of the cache at the last restore because their \
+             rows do not add up",
+            inconsistent.clone(),
         );
         Metrics {
             inner: Arc::new(Inner {
@@ -142,6 +152,7 @@ impl Metrics {
                 batch_seconds,
                 batch_size,
                 store_errors,
+                inconsistent,
             }),
         }
     }
@@ -189,5 +200,11 @@ impl Metrics {
 
     pub(crate) fn store_error(&self) {
         self.inner.store_errors.inc();
+    }
+
+    pub(crate) fn inconsistent(&self, n: usize) {
+        self.inner
+            .inconsistent
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }

@@ -1,6 +1,9 @@
 //! PostgreSQL persistence: migrations, batched idempotent inserts, and the
 //! set-based reads that restore the cache.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,7 +14,7 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 
 use crate::model::{Delivery, Item, Order, OrderUid, Payment, Timestamp};
 use crate::schema::{deliveries, items, orders, payments};
@@ -102,6 +105,7 @@ pub fn redact_url(url: &str) -> String {
 ///
 /// let err = StoreError::Unavailable("connection refused".into());
 /// assert!(err.is_transient(), "worth retrying later");
+/// assert!(!err.is_refusal(), "not the rows' fault");
 /// assert_eq!(err.to_string(), "PostgreSQL is unavailable: connection refused");
 /// ```
 #[derive(Debug, thiserror::Error)]
@@ -110,11 +114,14 @@ pub enum StoreError {
     /// later may succeed.
     #[error("PostgreSQL is unavailable: {0}")]
     Unavailable(String),
-    /// PostgreSQL refused the rows themselves (a constraint, a value it
-    /// cannot store). Retrying the same rows will fail again.
+    /// PostgreSQL refused the rows themselves: it said so about their data
+    /// (SQLSTATE class 22, data exception, or class 23, integrity constraint
+    /// violation). Retrying the same rows will fail again.
     #[error("PostgreSQL refused the rows: {0}")]
     Refused(#[source] diesel::result::Error),
-    /// Any other query failure.
+    /// Any other query failure: the database's fault (read-only, disk full,
+    /// a timeout, a deadlock, a permission, a missing table, a shutdown...),
+    /// not the rows'. Retrying later may succeed.
     #[error("query failed: {0}")]
     Query(#[source] diesel::result::Error),
     /// Applying migrations failed.
@@ -131,10 +138,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the failure is about the connection rather than the data, so
-    /// that the same request may succeed later.
+    /// Whether the same request may succeed later: every failure but a
+    /// refusal of the rows and a corrupt stored row.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        !matches!(self, StoreError::Refused(_) | StoreError::Corrupt { .. })
+    }
+
+    /// Whether PostgreSQL refused the rows for their data ([`StoreError::Refused`]):
+    /// the one failure that is the rows' fault rather than the database's.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, StoreError::Refused(_))
     }
 }
 
@@ -183,6 +196,10 @@ impl From<diesel::result::Error> for StoreError {
 pub struct Store {
     pool: Pool<AsyncPgConnection>,
     query_timeout: Duration,
+    /// Whether the last insert failed for the database's sake: PostgreSQL
+    /// may answer `SELECT 1` while refusing every write (a read-only
+    /// standby, a full disk), and readiness must see that.
+    writes_failing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -218,6 +235,7 @@ impl Store {
         Ok(Store {
             pool,
             query_timeout: config.query_timeout,
+            writes_failing: Arc::default(),
         })
     }
 
@@ -301,7 +319,20 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let columns = Columns::from_orders(batch);
+        let result = self.insert_columns(Columns::from_orders(batch)).await;
+        let failing = matches!(&result, Err(e) if e.is_transient());
+        AtomicBool::store(&self.writes_failing, failing, Ordering::Relaxed);
+        result
+    }
+
+    /// Whether the last [`Store::insert`] failed for the database's sake
+    /// (anything but a refusal of the rows); cleared by the next one that
+    /// succeeds.
+    pub fn writes_failing(&self) -> bool {
+        AtomicBool::load(&self.writes_failing, Ordering::Relaxed)
+    }
+
+    async fn insert_columns(&self, columns: Columns) -> Result<Vec<OrderUid>, StoreError> {
         self.timed(async {
             let mut conn = self.conn().await?;
             let rows: Vec<Inserted> = columns.query().load(&mut conn).await?;
@@ -321,46 +352,50 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// When the query fails.
+    /// When the query fails, or [`StoreError::Corrupt`] when the order's rows
+    /// do not add up (a delivery, payment or item row missing).
     pub async fn get(&self, uid: &OrderUid) -> Result<Option<Order>, StoreError> {
         let mut found = self.get_many(std::slice::from_ref(uid)).await?;
-        Ok(found.pop())
+        found.remove(uid).transpose()
     }
 
     /// The stored orders among these ids, in two queries whatever their
-    /// number. Unknown ids are left out.
+    /// number. Unknown ids are left out; an order whose rows do not add up
+    /// is there as [`StoreError::Corrupt`], without failing the others.
     ///
     /// # Errors
     ///
     /// When the query fails.
-    pub async fn get_many(&self, uids: &[OrderUid]) -> Result<Vec<Order>, StoreError> {
+    pub async fn get_many(
+        &self,
+        uids: &[OrderUid],
+    ) -> Result<HashMap<OrderUid, Result<Order, StoreError>>, StoreError> {
         let ids: Vec<&str> = uids.iter().map(OrderUid::as_str).collect();
         self.timed(async {
             let mut conn = self.conn().await?;
             // Rows are only ever inserted, each order in one statement: once
             // the order row is seen, its items are committed too, so reading
             // them afterwards is consistent without a snapshot.
-            let heads: Vec<(OrderRow, DeliveryRow, PaymentRow)> = heads_query()
+            let heads: Vec<Head> = heads_query()
                 .filter(orders::order_uid.eq_any(&ids))
                 .load(&mut conn)
                 .await?;
             if heads.is_empty() {
-                return Ok(Vec::new());
+                return Ok(HashMap::new());
             }
             let found: Vec<&str> = heads.iter().map(|h| h.0.order_uid.as_str()).collect();
-            let mut lines: Vec<ItemRow> = items_query()
+            let lines: Vec<ItemRow> = items_query()
                 .filter(items::order_uid.eq_any(&found))
                 .load(&mut conn)
                 .await?;
-            // Both are sorted by id: hand each order its run of items.
-            let mut orders = Vec::with_capacity(heads.len());
-            let mut lines = lines.drain(..).peekable();
-            for (head, delivery, payment) in heads {
-                let mut list = Vec::new();
-                while let Some(line) = lines.next_if(|l| l.order_uid == head.order_uid) {
-                    list.push(line.into_item());
+            let mut assembler = Assembler::default();
+            let mut lines = futures::stream::iter(lines.into_iter().map(Ok));
+            let mut orders = HashMap::with_capacity(heads.len());
+            for head in heads {
+                let order = assembler.assemble_with(head, &mut lines).await?;
+                if let Ok(uid) = OrderUid::parse(order_uid_of(&order)) {
+                    orders.insert(uid, order);
                 }
-                orders.push(head.into_order(delivery, payment, list)?);
             }
             Ok(orders)
         })
@@ -369,12 +404,13 @@ impl Store {
 
     /// Calls `f` with every stored order, reading them in two streamed,
     /// set-based queries (orders joined with delivery and payment; items)
-    /// merged by id. Returns how many orders were read.
+    /// merged by id. An order whose rows do not add up is logged, counted
+    /// and skipped: the others are restored exactly.
     ///
     /// # Errors
     ///
-    /// When a query fails or a row cannot be rebuilt.
-    pub async fn scan(&self, mut f: impl FnMut(Order) + Send) -> Result<usize, StoreError> {
+    /// When a query fails.
+    pub async fn scan(&self, mut f: impl FnMut(Order) + Send) -> Result<Scanned, StoreError> {
         let mut head_conn = self.conn().await?;
         let mut item_conn = self.conn().await?;
         // The two queries run on two connections at once, so they must read
@@ -394,10 +430,10 @@ impl Store {
                     snapshot.id
                 ))
                 .await?;
-            let count = merge(&mut head_conn, &mut item_conn, &mut f).await?;
+            let scanned = merge(&mut head_conn, &mut item_conn, &mut f).await?;
             head_conn.batch_execute("COMMIT").await?;
             item_conn.batch_execute("COMMIT").await?;
-            Ok(count)
+            Ok(scanned)
         }
         .await;
         if result.is_err() {
@@ -438,14 +474,31 @@ struct SnapshotId {
     id: String,
 }
 
+/// What [`Store::scan`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scanned {
+    /// Orders handed over, whole.
+    pub orders: usize,
+    /// Orders left out because their rows do not add up (logged each).
+    pub inconsistent: usize,
+}
+
+/// An order row with its delivery and payment rows, where they exist.
+type Head = (OrderRow, Option<DeliveryRow>, Option<PaymentRow>);
+
 #[diesel::dsl::auto_type(no_type_alias)]
 fn heads_query() -> _ {
     let order: diesel::dsl::AsSelect<OrderRow, diesel::pg::Pg> = OrderRow::as_select();
-    let delivery: diesel::dsl::AsSelect<DeliveryRow, diesel::pg::Pg> = DeliveryRow::as_select();
-    let payment: diesel::dsl::AsSelect<PaymentRow, diesel::pg::Pg> = PaymentRow::as_select();
+    let delivery: diesel::dsl::AsSelect<Option<DeliveryRow>, diesel::pg::Pg> =
+        Option::<DeliveryRow>::as_select();
+    let payment: diesel::dsl::AsSelect<Option<PaymentRow>, diesel::pg::Pg> =
+        Option::<PaymentRow>::as_select();
+    // Left joins: an order missing its delivery or payment row must be
+    // seen (and reported), not silently dropped while its items stay in
+    // the item stream.
     orders::table
-        .inner_join(deliveries::table)
-        .inner_join(payments::table)
+        .left_join(deliveries::table)
+        .left_join(payments::table)
         .select((order, delivery, payment))
         .order(orders::order_uid)
 }
@@ -458,41 +511,92 @@ fn items_query() -> _ {
         .order((items::order_uid, items::position))
 }
 
+/// Puts orders together from heads and item rows, both sorted by id.
+#[derive(Default)]
+struct Assembler {
+    /// The first item row not yet handed to an order.
+    next: Option<ItemRow>,
+    started: bool,
+    /// Item rows whose order row was not there.
+    orphans: usize,
+}
+
+impl Assembler {
+    /// The order of `head` with its items, taken from `lines` (sorted by
+    /// id, then position): item rows of ids before it are orphans, skipped.
+    /// The outer error is the query's; the inner one says the order's rows
+    /// do not add up.
+    async fn assemble_with<S>(
+        &mut self,
+        head: Head,
+        lines: &mut S,
+    ) -> Result<Result<Order, StoreError>, StoreError>
+    where
+        S: futures::Stream<Item = Result<ItemRow, diesel::result::Error>> + Unpin,
+    {
+        if !self.started {
+            self.started = true;
+            self.next = lines.try_next().await?;
+        }
+        let mut list = Vec::new();
+        while let Some(line) = self.next.take() {
+            match line.order_uid.as_str().cmp(head.0.order_uid.as_str()) {
+                std::cmp::Ordering::Less => self.orphans += 1,
+                std::cmp::Ordering::Equal => list.push(line),
+                std::cmp::Ordering::Greater => {
+                    self.next = Some(line);
+                    break;
+                }
+            }
+            self.next = lines.try_next().await?;
+        }
+        let (order, delivery, payment) = head;
+        Ok(order.into_order(delivery, payment, list))
+    }
+}
+
+fn order_uid_of(order: &Result<Order, StoreError>) -> &str {
+    match order {
+        Ok(o) => o.order_uid.as_str(),
+        Err(StoreError::Corrupt { uid, .. }) => uid,
+        Err(_) => "",
+    }
+}
+
 /// Streams orders (joined with delivery and payment) and items, both sorted
-/// by id, and hands `f` each order with its items.
+/// by id, and hands `f` each whole order.
 async fn merge(
     head_conn: &mut AsyncPgConnection,
     item_conn: &mut AsyncPgConnection,
     f: &mut (impl FnMut(Order) + Send),
-) -> Result<usize, StoreError> {
+) -> Result<Scanned, StoreError> {
     let (heads, lines) = futures::try_join!(
-        heads_query().load_stream::<(OrderRow, DeliveryRow, PaymentRow)>(head_conn),
+        heads_query().load_stream::<Head>(head_conn),
         items_query().load_stream::<ItemRow>(item_conn),
     )?;
     let mut heads = std::pin::pin!(heads);
-    let mut lines = std::pin::pin!(lines.peekable());
-    let mut count = 0;
-    while let Some((head, delivery, payment)) = heads.try_next().await? {
-        let mut list = Vec::new();
-        // Both queries sort by the same key, so this order's items come
-        // next in the item stream.
-        while let Some(Ok(next)) = lines.as_mut().peek().await {
-            if next.order_uid != head.order_uid {
-                break;
+    let mut lines = std::pin::pin!(lines);
+    let mut assembler = Assembler::default();
+    let mut scanned = Scanned::default();
+    while let Some(head) = heads.try_next().await? {
+        match assembler.assemble_with(head, &mut lines).await? {
+            Ok(order) => {
+                f(order);
+                scanned.orders += 1;
             }
-            if let Some(line) = lines.next().await.transpose()? {
-                list.push(line.into_item());
-            }
-        }
-        if let Some(Err(_)) = lines.as_mut().peek().await {
-            if let Some(Err(e)) = lines.next().await {
-                return Err(e.into());
+            Err(e) => {
+                tracing::warn!(error = %e, "stored order left out of the cache");
+                scanned.inconsistent += 1;
             }
         }
-        f(head.into_order(delivery, payment, list)?);
-        count += 1;
     }
-    Ok(count)
+    if assembler.orphans > 0 {
+        tracing::warn!(
+            rows = assembler.orphans,
+            "item rows without their order row were skipped"
+        );
+    }
+    Ok(scanned)
 }
 
 #[derive(QueryableByName)]
@@ -527,38 +631,9 @@ struct Columns {
 }
 
 const INSERT_SQL: &str = r#"
-WITH o AS (
-    INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature,
-                        customer_id, delivery_service, shardkey, sm_id, date_created, oof_shard)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::text[], $8::text[], $9::int4[], $10::timestamptz[], $11::text[])
-    ON CONFLICT (order_uid) DO NOTHING
-    RETURNING order_uid
-), d AS (
-    INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
-    SELECT t.* FROM unnest($1::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                           $16::text[], $17::text[], $18::text[])
-        AS t(order_uid, name, phone, zip, city, address, region, email)
-    JOIN o USING (order_uid)
-), p AS (
-    INSERT INTO payments (order_uid, transaction, request_id, currency, provider, bank,
-                          amount, payment_dt, delivery_cost, goods_total, custom_fee)
-    SELECT t.* FROM unnest($1::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
-                           $24::int8[], $25::int8[], $26::int8[], $27::int8[], $28::int8[])
-        AS t(order_uid, transaction, request_id, currency, provider, bank,
-             amount, payment_dt, delivery_cost, goods_total, custom_fee)
-    JOIN o USING (order_uid)
-), i AS (
-    INSERT INTO items (order_uid, position, track_number, rid, name, size, brand,
-                       chrt_id, price, total_price, nm_id, sale, status)
-    SELECT t.* FROM unnest($29::text[], $30::int4[], $31::text[], $32::text[], $33::text[],
-                           $34::text[], $35::text[], $36::int8[], $37::int8[], $38::int8[],
-                           $39::int8[], $40::int4[], $41::int4[])
-        AS t(order_uid, position, track_number, rid, name, size, brand,
-             chrt_id, price, total_price, nm_id, sale, status)
-    JOIN o USING (order_uid)
-)
-SELECT order_uid FROM o
+SELECT uid AS order_uid FROM order_cache_insert(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int4[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::int8[], $25::int8[], $26::int8[], $27::int8[], $28::int8[], $29::text[], $30::int4[], $31::text[], $32::text[], $33::text[], $34::text[], $35::text[], $36::int8[], $37::int8[], $38::int8[], $39::int8[], $40::int4[], $41::int4[]
+) AS uid
 "#;
 
 impl Columns {
@@ -736,6 +811,7 @@ struct PaymentRow {
 #[diesel(table_name = items, check_for_backend(diesel::pg::Pg))]
 struct ItemRow {
     order_uid: String,
+    position: i32,
     chrt_id: i64,
     track_number: String,
     price: i64,
@@ -768,16 +844,34 @@ impl ItemRow {
 }
 
 impl OrderRow {
+    /// The order, or [`StoreError::Corrupt`] when its rows do not add up: a
+    /// delivery or payment row missing, no items, or a gap in their positions
+    /// (every stored order was valid, so each of these means rows were
+    /// changed by hand or lost).
     fn into_order(
         self,
-        d: DeliveryRow,
-        p: PaymentRow,
-        items: Vec<Item>,
+        d: Option<DeliveryRow>,
+        p: Option<PaymentRow>,
+        lines: Vec<ItemRow>,
     ) -> Result<Order, StoreError> {
-        let order_uid = OrderUid::parse(&self.order_uid).map_err(|e| StoreError::Corrupt {
+        let corrupt = |problem: String| StoreError::Corrupt {
             uid: self.order_uid.clone(),
-            problem: e.to_string(),
-        })?;
+            problem,
+        };
+        let order_uid = OrderUid::parse(&self.order_uid).map_err(|e| corrupt(e.to_string()))?;
+        let d = d.ok_or_else(|| corrupt("its delivery row is missing".into()))?;
+        let p = p.ok_or_else(|| corrupt("its payment row is missing".into()))?;
+        if lines.is_empty() {
+            return Err(corrupt("it has no item rows".into()));
+        }
+        if let Some((i, _)) = lines
+            .iter()
+            .enumerate()
+            .find(|(i, l)| usize::try_from(l.position).ok() != Some(*i))
+        {
+            return Err(corrupt(format!("its item row at position {i} is missing")));
+        }
+        let items = lines.into_iter().map(ItemRow::into_item).collect();
         Ok(Order {
             order_uid,
             track_number: self.track_number,
