@@ -28,7 +28,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::cache::Cache;
 use crate::health::Readiness;
 use crate::metrics::Metrics;
-use crate::model::{Order, OrderUid, Problem};
+use crate::model::{OrderUid, Problem};
 use crate::store::{Store, StoreError};
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
@@ -36,6 +36,10 @@ const APP_JS: &str = include_str!("../static/app.js");
 const STYLE_CSS: &str = include_str!("../static/style.css");
 const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
 const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+
+/// Response header of an order answer: `hit` when it came from the cache,
+/// `store` when from PostgreSQL (a miss).
+pub const CACHE_HEADER: &str = "x-order-cache";
 
 /// How long an id that PostgreSQL did not have is answered 404 from memory,
 /// so a flood of unknown ids does not become a flood of queries.
@@ -68,16 +72,21 @@ pub struct Api(Arc<ApiInner>);
 struct ApiInner {
     cache: Cache,
     store: Option<Lookups>,
+    miss_deadline: Duration,
     metrics: Metrics,
     readiness: Readiness,
     misses: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
-type Answer = oneshot::Sender<Result<Option<Order>, Arc<StoreError>>>;
+/// What a lookup in PostgreSQL found for one id: the order's response
+/// bytes, nothing, or why it could not say.
+type Found = Result<Option<Bytes>, Arc<StoreError>>;
+type Answer = oneshot::Sender<Found>;
 
 /// Cache misses, looked up in PostgreSQL together: one task takes every miss
 /// queued while its previous query ran and asks for all of them in one
 /// query, so a flood of unknown ids costs a query per batch, not per request.
+/// Every waiter for an id gets the same answer, however many there are.
 #[derive(Clone)]
 struct Lookups {
     queue: mpsc::Sender<(OrderUid, Answer)>,
@@ -86,25 +95,27 @@ struct Lookups {
 /// Most ids asked for in one query.
 const LOOKUP_BATCH: usize = 512;
 
+/// How long a cache miss may wait for PostgreSQL before it is answered 503
+/// `unavailable`, unless [`Api::with_miss_deadline`] says otherwise.
+pub const MISS_DEADLINE: Duration = Duration::from_secs(5);
+
 impl Lookups {
-    fn start(store: Store) -> Lookups {
+    fn start(store: Store, cache: Cache) -> Lookups {
         let (queue, mut requests) = mpsc::channel::<(OrderUid, Answer)>(4 * LOOKUP_BATCH);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(LOOKUP_BATCH);
             // Ends when every Api clone, and so every sender, is gone.
             while requests.recv_many(&mut batch, LOOKUP_BATCH).await > 0 {
-                let ids: Vec<OrderUid> = batch.iter().map(|(id, _)| id.clone()).collect();
-                let mut found: HashMap<OrderUid, Order> = HashMap::new();
-                let result = store.get_many(&ids).await.map_err(Arc::new);
-                if let Ok(orders) = &result {
-                    found = orders
-                        .iter()
-                        .map(|o| (o.order_uid.clone(), o.clone()))
-                        .collect();
+                // Waiters that gave up (their deadline passed) need no query.
+                batch.retain(|(_, reply): &(OrderUid, Answer)| !reply.is_closed());
+                if batch.is_empty() {
+                    continue;
                 }
+                let ids: Vec<OrderUid> = batch.iter().map(|(id, _)| id.clone()).collect();
+                let answers = Lookups::find(&store, &cache, &ids).await;
                 for (id, reply) in batch.drain(..) {
-                    let answer = match &result {
-                        Ok(_) => Ok(found.remove(&id)),
+                    let answer = match &answers {
+                        Ok(found) => found.get(&id).cloned().unwrap_or(Ok(None)),
                         Err(e) => Err(e.clone()),
                     };
                     let _ = reply.send(answer);
@@ -114,7 +125,32 @@ impl Lookups {
         Lookups { queue }
     }
 
-    async fn get(&self, uid: &OrderUid) -> Result<Option<Order>, Arc<StoreError>> {
+    /// Looks the ids up, caches what it found, and returns each found id's
+    /// answer (an id given twice is looked up and answered once).
+    async fn find(
+        store: &Store,
+        cache: &Cache,
+        ids: &[OrderUid],
+    ) -> Result<HashMap<OrderUid, Found>, Arc<StoreError>> {
+        let found = store.get_many(ids).await.map_err(Arc::new)?;
+        let mut answers = HashMap::with_capacity(found.len());
+        let mut fresh = Vec::with_capacity(found.len());
+        for (uid, order) in found {
+            let answer = match order {
+                Ok(order) => {
+                    let bytes = order.to_json();
+                    fresh.push((uid.clone(), bytes.clone()));
+                    Ok(Some(bytes))
+                }
+                Err(e) => Err(Arc::new(e)),
+            };
+            answers.insert(uid, answer);
+        }
+        cache.fill(fresh);
+        Ok(answers)
+    }
+
+    async fn get(&self, uid: &OrderUid) -> Found {
         let (reply, answer) = oneshot::channel();
         let gone = || Arc::new(StoreError::Unavailable("lookup task stopped".into()));
         self.queue
@@ -137,6 +173,7 @@ impl Api {
         Api(Arc::new(ApiInner {
             cache,
             store: None,
+            miss_deadline: MISS_DEADLINE,
             metrics,
             readiness,
             misses: Arc::default(),
@@ -148,13 +185,22 @@ impl Api {
     /// together are looked up in one query, by a task this spawns: call it
     /// inside a tokio runtime.
     pub fn with_store(mut self, store: Store) -> Api {
-        Arc::make_mut(&mut self.0).store = Some(Lookups::start(store));
+        let cache = self.0.cache.clone();
+        Arc::make_mut(&mut self.0).store = Some(Lookups::start(store, cache));
         self
     }
 
-    async fn lookup(&self, uid: &OrderUid) -> Result<Option<Bytes>, Arc<StoreError>> {
+    /// How long a cache miss may wait for PostgreSQL before it is answered
+    /// 503 `unavailable` ([`MISS_DEADLINE`] unless set).
+    pub fn with_miss_deadline(mut self, deadline: Duration) -> Api {
+        Arc::make_mut(&mut self.0).miss_deadline = deadline;
+        self
+    }
+
+    /// The order's response bytes, and whether they came from the cache.
+    async fn lookup(&self, uid: &OrderUid) -> Result<Option<(Bytes, Source)>, Arc<StoreError>> {
         if let Some(bytes) = self.0.cache.get(uid.as_str()) {
-            return Ok(Some(bytes));
+            return Ok(Some((bytes, Source::Cache)));
         }
         let Some(store) = &self.0.store else {
             return Ok(None);
@@ -162,12 +208,16 @@ impl Api {
         if self.missed_recently(uid) {
             return Ok(None);
         }
-        match store.get(uid).await? {
-            Some(order) => {
-                let bytes = order.to_json();
-                self.0.cache.fill([(uid.clone(), bytes.clone())]);
-                Ok(Some(bytes))
-            }
+        let deadline = self.0.miss_deadline;
+        let found = tokio::time::timeout(deadline, store.get(uid))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Arc::new(StoreError::Unavailable(format!(
+                    "no answer within {deadline:?}"
+                ))))
+            })?;
+        match found {
+            Some(bytes) => Ok(Some((bytes, Source::Store))),
             None => {
                 self.remember_miss(uid);
                 Ok(None)
@@ -191,12 +241,32 @@ impl Api {
     }
 }
 
+/// Where an answered order came from, said in the `X-Order-Cache` header
+/// (`hit` or `store`), so operators and tests can tell a cache that lost
+/// orders from one that serves them.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Cache,
+    Store,
+}
+
+impl Source {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Source::Cache => "hit",
+            Source::Store => "store",
+        })
+    }
+}
+
 /// Why a request failed, as the JSON error body says it.
 #[derive(Debug)]
 enum ApiError {
     InvalidId(Problem),
     NotFound(OrderUid),
     Unavailable(Arc<StoreError>),
+    /// The stored order's rows do not add up; retrying will not help.
+    Inconsistent(Arc<StoreError>),
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -295,9 +365,14 @@ fn get_order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection
 async fn serve_order(api: &Api, id: &str) -> Result<Response<Bytes>, Rejection> {
     let uid = OrderUid::parse(id).map_err(|p| warp::reject::custom(ApiError::InvalidId(p)))?;
     match api.lookup(&uid).await {
-        Ok(Some(bytes)) => Ok(json_response(StatusCode::OK, bytes)),
+        Ok(Some((bytes, source))) => {
+            let mut response = json_response(StatusCode::OK, bytes);
+            response.headers_mut().insert(CACHE_HEADER, source.header());
+            Ok(response)
+        }
         Ok(None) => Err(warp::reject::custom(ApiError::NotFound(uid))),
-        Err(e) => Err(warp::reject::custom(ApiError::Unavailable(e))),
+        Err(e) if e.is_transient() => Err(warp::reject::custom(ApiError::Unavailable(e))),
+        Err(e) => Err(warp::reject::custom(ApiError::Inconsistent(e))),
     }
 }
 
@@ -430,6 +505,14 @@ async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "the order is not cached and storage is unavailable; retry later".into(),
+                )
+            }
+            ApiError::Inconsistent(e) => {
+                tracing::error!(error = %e, "stored order cannot be served");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "inconsistent",
+                    e.to_string(),
                 )
             }
         }
