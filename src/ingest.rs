@@ -6,9 +6,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::{self, MessagesError, Stream as Messages};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::{AckKind, Message};
 use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tracing::{debug, warn};
@@ -69,6 +71,11 @@ pub struct IngestConfig {
     pub dlq_subject: String,
     /// Most messages processed (and written to PostgreSQL) at once.
     pub batch_size: usize,
+    /// Most payload bytes in one batch (a batch holds at least one message,
+    /// whatever its size). With [`IN_FLIGHT`] batches and the pull buffer
+    /// this bounds the memory ingestion holds: a stream of maximum-size
+    /// payloads must not run the process out of memory.
+    pub max_batch_bytes: usize,
     /// How long one pull request waits on the server for messages.
     pub pull_expires: Duration,
     /// How long the server waits for an ack before redelivering.
@@ -92,6 +99,7 @@ impl Default for IngestConfig {
             dlq_stream: "ORDERS_DLQ".into(),
             dlq_subject: "orders.dlq".into(),
             batch_size: 1000,
+            max_batch_bytes: 8 * 1024 * 1024,
             pull_expires: Duration::from_secs(5),
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_millis(250),
@@ -104,6 +112,19 @@ impl Default for IngestConfig {
 /// What went wrong setting up or running the consumer.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The durable consumer exists with settings that would lose messages
+    /// or deliver the wrong ones, and JetStream would not update them.
+    #[error(
+        "durable consumer {consumer} exists with settings this service cannot use \
+         ({}); delete it or change its settings",
+        differences.join("; ")
+    )]
+    ConsumerMismatch {
+        /// Name of the consumer.
+        consumer: String,
+        /// Each setting that differs, as `setting: found X, need Y`.
+        differences: Vec<String>,
+    },
     /// The stream or consumer could not be created or read.
     #[error("cannot set up JetStream {what}: {source}")]
     Setup {
@@ -211,24 +232,101 @@ pub async fn ensure_topology(
     })
     .await
     .map_err(|e| setup(&format!("stream {}", config.dlq_stream))(e.into()))?;
-    orders
-        .get_or_create_consumer(
-            &config.consumer,
-            pull::Config {
-                durable_name: Some(config.consumer.clone()),
-                ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
-                ack_wait: config.ack_wait,
-                filter_subject: config.subject.clone(),
-                // Never give up on a message: one that cannot be stored
-                // because PostgreSQL is down must be retried until it is.
-                max_deliver: -1,
-                max_ack_pending: i64::try_from(config.batch_size * 20).unwrap_or(20_000),
-                ..Default::default()
-            },
-        )
+    let wanted = consumer_config(config);
+    let consumer_setup = || setup(&format!("consumer {}", config.consumer));
+    let mut consumer: PullConsumer = orders
+        .get_or_create_consumer(&config.consumer, wanted.clone())
         .await
-        .map_err(|e| setup(&format!("consumer {}", config.consumer))(e.into()))
+        .map_err(|e| consumer_setup()(e.into()))?;
+    if consumer_differences(&consumer.cached_info().config, &wanted).is_empty() {
+        return Ok(consumer);
+    }
+    // A consumer made earlier (by another version, or by hand) with a
+    // finite max_deliver or another ack_wait would silently drop messages
+    // during an outage. Creating it again with our settings updates what
+    // JetStream lets change; what it does not is an error.
+    warn!(consumer = %config.consumer, "durable consumer settings differ; updating");
+    if let Ok(updated) = orders.create_consumer(wanted.clone()).await {
+        consumer = updated;
+    }
+    let info = consumer
+        .get_info()
+        .await
+        .map_err(|e| consumer_setup()(e.into()))?;
+    let differences = consumer_differences(&info.config, &wanted);
+    if differences.is_empty() {
+        Ok(consumer)
+    } else {
+        Err(IngestError::ConsumerMismatch {
+            consumer: config.consumer.clone(),
+            differences,
+        })
+    }
+}
+
+/// The durable consumer this service needs.
+fn consumer_config(config: &IngestConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(config.consumer.clone()),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: config.ack_wait,
+        filter_subject: config.subject.clone(),
+        // Never give up on a message: one that cannot be stored
+        // because PostgreSQL is down must be retried until it is.
+        max_deliver: -1,
+        max_ack_pending: i64::try_from(config.batch_size * 20).unwrap_or(20_000),
+        ..Default::default()
+    }
+}
+
+/// The settings of an existing consumer that differ from what this service
+/// needs, as `setting: found X, need Y`.
+fn consumer_differences(found: &consumer::Config, wanted: &pull::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |name: &str, found: String, wanted: String| {
+        if found != wanted {
+            out.push(format!("{name}: found {found}, need {wanted}"));
+        }
+    };
+    check(
+        "ack_policy",
+        format!("{:?}", found.ack_policy),
+        format!("{:?}", wanted.ack_policy),
+    );
+    check(
+        "deliver_policy",
+        format!("{:?}", found.deliver_policy),
+        format!("{:?}", wanted.deliver_policy),
+    );
+    check(
+        "ack_wait",
+        format!("{:?}", found.ack_wait),
+        format!("{:?}", wanted.ack_wait),
+    );
+    check(
+        "filter_subject",
+        format!("{:?}", found.filter_subject),
+        format!("{:?}", wanted.filter_subject),
+    );
+    // -1 and 0 both mean "no limit" to the server.
+    let unlimited = |n: i64| if n <= 0 { -1 } else { n };
+    check(
+        "max_deliver",
+        unlimited(found.max_deliver).to_string(),
+        unlimited(wanted.max_deliver).to_string(),
+    );
+    check(
+        "max_ack_pending",
+        found.max_ack_pending.to_string(),
+        wanted.max_ack_pending.to_string(),
+    );
+    check(
+        "push delivery",
+        format!("{:?}", found.deliver_subject),
+        "None".into(),
+    );
+    out
 }
 
 /// Most batches being written to PostgreSQL at once.
@@ -332,17 +430,21 @@ impl Ingestor {
         messages: &mut Messages,
     ) -> (Vec<Message>, bool) {
         let mut batch = Vec::with_capacity(self.config.batch_size);
+        let mut bytes = 0;
         let mut next = Some(first);
         loop {
             match next {
-                Some(Ok(m)) => batch.push(m),
+                Some(Ok(m)) => {
+                    bytes += m.payload.len();
+                    batch.push(m);
+                }
                 Some(Err(e)) => {
                     warn!(error = %e, "pull stream failed; re-subscribing");
                     return (batch, true);
                 }
                 None => return (batch, true),
             }
-            if batch.len() >= self.config.batch_size {
+            if batch.len() >= self.config.batch_size || bytes >= self.config.max_batch_bytes {
                 return (batch, false);
             }
             match tokio::time::timeout(LINGER, messages.next()).await {
@@ -360,10 +462,16 @@ impl Ingestor {
             Err(_) => ensure_topology(&self.js, &self.config).await?,
         };
         let expires = self.config.pull_expires;
+        // The server never sends a message larger than a pull's byte limit
+        // (it fails the pull instead), so the limit leaves room for the
+        // largest message the server accepts.
+        let max_payload = self.js.client().server_info().max_payload;
+        let max_bytes = (self.config.max_batch_bytes * IN_FLIGHT).max(2 * max_payload + 64 * 1024);
         Ok(consumer
             .stream()
             // Keep a second batch's worth arriving while one is written.
             .max_messages_per_batch(self.config.batch_size * IN_FLIGHT)
+            .max_bytes_per_batch(max_bytes)
             .expires(expires)
             .heartbeat(expires / 3)
             .messages()
@@ -386,136 +494,181 @@ impl Ingestor {
         }
     }
 
-    /// Decodes, stores, caches and acknowledges one batch.
+    /// Decodes, stores, caches and acknowledges one batch, telling the
+    /// server meanwhile that its messages are still being worked on.
     async fn process(&self, messages: Vec<Message>) -> Outcome {
         if messages.is_empty() {
             return Outcome::Done;
         }
         let started = Instant::now();
-        let size = messages.len();
-        let mut valid: Vec<(Order, Message)> = Vec::with_capacity(size);
-        let mut letters: Vec<(Message, &'static str, String)> = Vec::new();
-        for m in messages {
-            match Order::decode(&m.payload) {
-                Ok(order) => valid.push((order, m)),
-                Err(rejection) => {
-                    let reason = rejection.reason();
-                    letters.push((m, reason, rejection.to_string()));
-                }
-            }
-        }
-
-        let outcome = self.persist(valid, &mut letters).await;
-        self.dead_letter(letters).await;
-        self.metrics.batch(size, started.elapsed());
+        let outcome = self.keep_alive(&messages, self.handle(&messages)).await;
+        self.metrics.batch(messages.len(), started.elapsed());
         outcome
     }
 
-    /// Stores the valid orders. A batch PostgreSQL refuses is split in halves
-    /// until the refused orders are alone; those join `letters`.
+    /// Runs `work`, sending a progress ack for every message of the batch
+    /// each third of `ack_wait`: a batch slower than `ack_wait` (a slow
+    /// database) must not be redelivered while it is still being written,
+    /// which would double the load on a database that is already slow.
+    async fn keep_alive(
+        &self,
+        messages: &[Message],
+        work: impl Future<Output = Outcome>,
+    ) -> Outcome {
+        let every = (self.config.ack_wait / 3).max(Duration::from_millis(100));
+        let mut work = std::pin::pin!(work);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut work => return outcome,
+                _ = ticks.tick() => {
+                    debug!(messages = messages.len(), "batch still in progress");
+                    for m in messages {
+                        ack(m, AckKind::Progress).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, messages: &[Message]) -> Outcome {
+        let mut valid: Vec<(Order, usize)> = Vec::with_capacity(messages.len());
+        let mut letters: Vec<DeadLetter> = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            match Order::decode(&m.payload) {
+                Ok(order) => valid.push((order, i)),
+                Err(rejection) => letters.push(DeadLetter {
+                    index: i,
+                    reason: rejection.reason(),
+                    error: rejection.to_string(),
+                }),
+            }
+        }
+        let outcome = self.persist(messages, valid, &mut letters).await;
+        self.dead_letter(messages, letters).await;
+        outcome
+    }
+
+    /// Stores the valid orders, caches exactly what was committed, and acks
+    /// or naks their messages. Orders PostgreSQL refuses for their data join
+    /// `letters`; any other failure is the database's, and the orders not
+    /// yet stored are nak'ed with a growing delay.
     async fn persist(
         &self,
-        valid: Vec<(Order, Message)>,
-        letters: &mut Vec<(Message, &'static str, String)>,
+        messages: &[Message],
+        valid: Vec<(Order, usize)>,
+        letters: &mut Vec<DeadLetter>,
     ) -> Outcome {
         if valid.is_empty() {
             return Outcome::Done;
         }
-        let (orders, messages): (Vec<Order>, Vec<Message>) = valid.into_iter().unzip();
-        let mut committed = vec![false; orders.len()];
-        let mut refused: Vec<(usize, String)> = Vec::new();
-        let mut inserted: HashSet<OrderUid> = HashSet::new();
-        // Ranges of `orders` still to store; split on refusal.
+        let (orders, index): (Vec<Order>, Vec<usize>) = valid.into_iter().unzip();
+        let stored = self.store_all(&orders).await;
+
+        let ingested = stored.fresh.len();
+        self.cache.insert(stored.fresh);
+        self.metrics.ingested(ingested);
+        self.metrics.cache(&self.cache.snapshot());
+        let committed = stored.committed.iter().filter(|c| **c).count();
+        self.metrics.duplicates(committed - ingested);
+
+        let mut refused: HashMap<usize, String> = stored.refused.into_iter().collect();
+        for (i, &m) in index.iter().enumerate() {
+            let message = &messages[m];
+            if stored.committed[i] {
+                ack(message, AckKind::Ack).await;
+            } else if let Some(error) = refused.remove(&i) {
+                letters.push(DeadLetter {
+                    index: m,
+                    reason: "database",
+                    error,
+                });
+            } else {
+                ack(message, AckKind::Nak(Some(self.backoff(message)))).await;
+            }
+        }
+        if stored.failed {
+            Outcome::RetryLater
+        } else {
+            Outcome::Done
+        }
+    }
+
+    /// Inserts `orders`, splitting a batch PostgreSQL refuses for its data in
+    /// halves until the refused orders are alone. Stops at the first failure
+    /// that is the database's.
+    async fn store_all(&self, orders: &[Order]) -> Stored {
+        let mut stored = Stored {
+            committed: vec![false; orders.len()],
+            ..Stored::default()
+        };
+        // Ranges of `orders` still to store.
         let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
         pending.push(0..orders.len());
-        let mut outcome = Outcome::Done;
         while let Some(range) = pending.pop() {
             match self.store.insert(&orders[range.clone()]).await {
                 Ok(ids) => {
-                    inserted.extend(ids);
-                    committed[range].iter_mut().for_each(|c| *c = true);
+                    stored
+                        .fresh
+                        .extend(committed_json(&orders[range.clone()], ids));
+                    stored.committed[range].iter_mut().for_each(|c| *c = true);
                 }
-                Err(e) if !e.is_transient() && range.len() > 1 => {
+                Err(e) if e.is_refusal() && range.len() > 1 => {
                     debug!(error = %e, len = range.len(), "batch refused; splitting");
                     let mid = range.start + range.len() / 2;
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
                 }
-                // A single order refused while PostgreSQL itself answers is
-                // the order's fault; anything else may pass on a retry.
-                Err(e) if !e.is_transient() && self.store.ping().await.is_ok() => {
-                    refused.push((range.start, e.to_string()));
-                }
+                Err(e) if e.is_refusal() => stored.refused.push((range.start, e.to_string())),
                 Err(e) => {
                     warn!(error = %e, "cannot store orders; will retry");
                     self.metrics.store_error();
-                    outcome = Outcome::RetryLater;
+                    stored.failed = true;
                     break;
                 }
             }
         }
+        stored
+    }
 
-        // Cache what this batch inserted, in batch order, first occurrence
-        // of an id only: the same order the store kept.
-        let mut fresh = Vec::with_capacity(inserted.len());
-        for order in &orders {
-            if inserted.remove(&order.order_uid) {
-                fresh.push((order.order_uid.clone(), order.to_json()));
-            }
-        }
-        let ingested = fresh.len();
-        self.cache.insert(fresh);
-        self.metrics.ingested(ingested);
-        self.metrics.cache(&self.cache.snapshot());
-
-        let refused: HashMap<usize, String> = refused.into_iter().collect();
-        let duplicates = committed.iter().filter(|c| **c).count() - ingested;
-        let delay = self.config.retry_delay;
-        for (i, message) in messages.into_iter().enumerate() {
-            if committed[i] {
-                ack(&message, AckKind::Ack).await;
-            } else if let Some(error) = refused.get(&i) {
-                letters.push((message, "database", error.clone()));
-            } else {
-                ack(&message, AckKind::Nak(Some(delay))).await;
-            }
-        }
-        self.metrics.duplicates(duplicates);
-        outcome
+    /// How long to wait before this message comes back: doubling with each
+    /// delivery, from `retry_delay` up to `max_retry_delay`.
+    fn backoff(&self, message: &Message) -> Duration {
+        let delivered = message.info().map_or(1, |i| i.delivered).max(1);
+        let doublings = u32::try_from(delivered - 1).unwrap_or(u32::MAX).min(20);
+        self.config
+            .retry_delay
+            .saturating_mul(1 << doublings)
+            .min(self.config.max_retry_delay)
     }
 
     /// Publishes each rejected message, with its reason, to the dead-letter
-    /// subject, then terminates it. One that cannot be published is nak'ed
-    /// to try again later.
-    async fn dead_letter(&self, letters: Vec<(Message, &'static str, String)>) {
+    /// subject, then terminates it. A payload too large to travel with the
+    /// letter's headers is left out of the letter, which then points at the
+    /// original in the source stream. A message that cannot be dead-lettered
+    /// at all is nak'ed with a growing delay; the messages behind it go on.
+    async fn dead_letter(&self, messages: &[Message], letters: Vec<DeadLetter>) {
         let mut acks = Vec::with_capacity(letters.len());
-        for (message, reason, error) in letters {
+        for letter in letters {
+            let message = &messages[letter.index];
             let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             warn!(
-                reason,
-                error = %error,
+                reason = letter.reason,
+                error = %letter.error,
                 stream_sequence = seq,
                 "order rejected; dead-lettered"
             );
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(REASON_HEADER, reason);
-            headers.insert(ERROR_HEADER, header_text(&error).as_str());
-            headers.insert(SEQUENCE_HEADER, seq.to_string().as_str());
-            // Redelivery of the same bad message must not be dead-lettered
-            // twice.
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                format!("{}-{}", self.config.stream, seq).as_str(),
-            );
-            let publish = self
-                .js
-                .publish_with_headers(
-                    self.config.dlq_subject.clone(),
-                    headers,
-                    message.payload.clone(),
-                )
+            let size = message.payload.len();
+            let mut publish = self
+                .publish_letter(&letter, seq, size, message.payload.clone())
                 .await;
-            acks.push((message, reason, publish));
+            if let Err(e) = &publish {
+                if e.kind() == PublishErrorKind::MaxPayloadExceeded {
+                    publish = self.publish_letter(&letter, seq, size, Bytes::new()).await;
+                }
+            }
+            acks.push((message, letter.reason, publish));
         }
         for (message, reason, publish) in acks {
             let stored = match publish {
@@ -525,15 +678,77 @@ impl Ingestor {
             match stored {
                 Ok(()) => {
                     self.metrics.rejected(reason);
-                    ack(&message, AckKind::Term).await;
+                    ack(message, AckKind::Term).await;
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot dead-letter; will retry");
-                    ack(&message, AckKind::Nak(Some(self.config.retry_delay))).await;
+                    ack(message, AckKind::Nak(Some(self.backoff(message)))).await;
                 }
             }
         }
     }
+
+    /// Publishes one letter carrying `payload`; when that is not the whole
+    /// original (`size` bytes), the letter says so and points at it.
+    async fn publish_letter(
+        &self,
+        letter: &DeadLetter,
+        seq: u64,
+        size: usize,
+        payload: Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(REASON_HEADER, letter.reason);
+        headers.insert(ERROR_HEADER, header_text(&letter.error).as_str());
+        headers.insert(SEQUENCE_HEADER, seq.to_string().as_str());
+        headers.insert(SOURCE_STREAM_HEADER, self.config.stream.as_str());
+        if payload.len() != size {
+            headers.insert(PAYLOAD_OMITTED_HEADER, size.to_string().as_str());
+        }
+        // Redelivery of the same bad message must not be dead-lettered
+        // twice.
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}-{}", self.config.stream, seq).as_str(),
+        );
+        self.js
+            .publish_with_headers(self.config.dlq_subject.clone(), headers, payload)
+            .await
+    }
+}
+
+/// A message to dead-letter: where it is in its batch, and why.
+struct DeadLetter {
+    index: usize,
+    reason: &'static str,
+    error: String,
+}
+
+/// What [`Ingestor::store_all`] did with a batch's orders.
+#[derive(Default)]
+struct Stored {
+    /// By position in the batch: whether the order is in PostgreSQL now
+    /// (inserted by this batch, or there already).
+    committed: Vec<bool>,
+    /// The orders this batch inserted, as the cache must hold them.
+    fresh: Vec<(OrderUid, Bytes)>,
+    /// Orders PostgreSQL refused, by position, with its reason.
+    refused: Vec<(usize, String)>,
+    /// Whether it stopped at a failure of the database.
+    failed: bool,
+}
+
+/// The response bytes of the orders one successful insert of `orders`
+/// stored (`ids`): for each id, its first occurrence in `orders`, which is
+/// the one the insert kept. Taken per insert, not per batch, so that an id
+/// whose first copy was refused is cached with the copy that was stored.
+fn committed_json(orders: &[Order], ids: Vec<OrderUid>) -> Vec<(OrderUid, Bytes)> {
+    let mut ids: HashSet<OrderUid> = ids.into_iter().collect();
+    orders
+        .iter()
+        .filter(|o| ids.remove(&o.order_uid))
+        .map(|o| (o.order_uid.clone(), o.to_json()))
+        .collect()
 }
 
 async fn ack(message: &Message, kind: AckKind) {
