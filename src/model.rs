@@ -22,7 +22,7 @@
 //! | a money amount, id or timestamp is negative: `payment.amount`, `payment.payment_dt`, `payment.delivery_cost`, `payment.goods_total`, `payment.custom_fee`, `items[].chrt_id`, `items[].price`, `items[].total_price`, `items[].nm_id` | [`Rejection::Invalid`] |
 //! | `sm_id` or `items[].status` is negative or beyond a 32-bit integer | [`Rejection::Invalid`] |
 //! | `items[].sale` (a percentage) is outside 0..=100 | [`Rejection::Invalid`] |
-//! | `date_created` is not an RFC 3339 UTC time in canonical form: `2021-11-26T06:22:19Z`, or with 3 or 6 fractional digits (`…19.500Z`, `…19.500001Z`) when the time is not whole seconds | [`Rejection::Invalid`] |
+//! | `date_created` is not an RFC 3339 UTC time in canonical form: `2021-11-26T06:22:19Z`, or with 3 or 6 fractional digits (`…19.500Z`, `…19.500001Z`) when the time is not whole seconds; or it is a leap second (`…23:59:60Z`), which PostgreSQL cannot store | [`Rejection::Invalid`] |
 //!
 //! The canonical date form is required, rather than any RFC 3339 spelling being
 //! normalised, so that an accepted order is always served back as exactly the
@@ -643,6 +643,14 @@ impl Timestamp {
             )));
         }
         let utc = parsed.with_timezone(&Utc);
+        // chrono keeps a leap second (`…:59:60Z`) as a second that lasts
+        // two; PostgreSQL has none and would store the next minute, so the
+        // same order would read back differently after a restart.
+        if utc.timestamp_subsec_nanos() >= 1_000_000_000 {
+            return Err(Problem::Date(format!(
+                "{s:?} is a leap second, which cannot be stored; send the second before or after it"
+            )));
+        }
         if utc.timestamp_subsec_nanos() % 1000 != 0 {
             return Err(Problem::Date(format!(
                 "{s:?} is more precise than microseconds"
@@ -923,6 +931,10 @@ mod tests {
             "2021-11-26T06:22:19.123456789Z",
             "2021-11-26t06:22:19z",
             "2021-02-30T06:22:19Z",
+            // Leap seconds: PostgreSQL would store the next minute.
+            "2016-12-31T23:59:60Z",
+            "2016-12-31T23:59:60.500Z",
+            "2015-06-30T23:59:60.000001Z",
         ] {
             assert_eq!(
                 invalid_field(set(&["date_created"], json!(bad))),
