@@ -471,3 +471,67 @@ pub async fn run_checker(command: &mut tokio::process::Command, failure: &str) -
     assert!(output.status.success(), "{failure}:\n{stdout}\n{stderr}");
     stdout
 }
+
+/// Runs SQL at `url` (e.g. `ALTER DATABASE …` from the admin database).
+pub async fn execute_at(url: &str, sql: &str) {
+    let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
+    conn.batch_execute(sql).await.expect("sql");
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`
+/// after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every one of `uids` answers 200 with the example order of that id, and
+/// (with `from_cache`) from the cache, not from PostgreSQL; 16 requests at a
+/// time.
+pub async fn assert_all_served(client: &reqwest_lite::Client, uids: &[String], from_cache: bool) {
+    use futures::StreamExt;
+    let failures: Vec<String> = futures::stream::iter(uids.iter().cloned())
+        .map(|uid| {
+            let client = client.clone();
+            async move {
+                let path = format!("/orders/{uid}");
+                match client.request("GET", &path, &[]).await {
+                    Ok((200, head, body)) => {
+                        let value: Option<Value> = serde_json::from_slice(&body).ok();
+                        if value.as_ref() != Some(&example_order(&uid)) {
+                            Some(format!("{uid}: wrong body"))
+                        } else if from_cache
+                            && !head.to_ascii_lowercase().contains("x-order-cache: hit")
+                        {
+                            Some(format!("{uid}: not served from the cache"))
+                        } else {
+                            None
+                        }
+                    }
+                    Ok((status, _, _)) => Some(format!("{uid}: status {status}")),
+                    Err(e) => Some(format!("{uid}: {e}")),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} orders not served right, e.g. {:?}",
+        failures.len(),
+        uids.len(),
+        &failures[..failures.len().min(5)]
+    );
+}

@@ -7,6 +7,7 @@ mod browser;
 mod corpus;
 mod dlq_tool;
 mod faults;
+mod hardening;
 mod helpers;
 mod http;
 mod logs;

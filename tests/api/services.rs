@@ -308,6 +308,11 @@ impl ServerProcess {
         crate::helpers::reqwest_lite::Client::new(([127, 0, 0, 1], self.port).into())
     }
 
+    /// The process id, e.g. to read its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

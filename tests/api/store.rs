@@ -29,7 +29,7 @@ async fn a_large_batch_is_stored_in_one_statement_and_scans_back_equal() {
     assert_eq!(inserted.len(), 5000);
     assert_eq!(db.count("SELECT count(*) AS n FROM items").await, 15000);
     let mut scanned = Vec::new();
-    assert_eq!(store.scan(|o| scanned.push(o)).await.unwrap(), 5000);
+    assert_eq!(store.scan(|o| scanned.push(o)).await.unwrap().orders, 5000);
     scanned.sort_by(|a, b| a.order_uid.cmp(&b.order_uid));
     assert_eq!(scanned, orders);
 }
@@ -172,7 +172,7 @@ async fn restore_and_check(store: &Store, orders: &[Order]) {
 
     let restored = order_cache::app::restore(store, &cache).await.unwrap();
 
-    assert_eq!(restored, 6000);
+    assert_eq!(restored.orders, 6000);
     assert_eq!(cache.len(), 6000);
     for order in orders {
         let served = cache.get(order.order_uid.as_str()).unwrap();
