@@ -330,8 +330,8 @@ fn with_api(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clo
 /// `GET /orders/{order_uid}`, the id being the whole rest of the path, and
 /// `GET /orders`, the recent list. `/orders/` is an empty id, not the list.
 fn order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    get_or_head()
-        .and(warp::path("orders"))
+    warp::path("orders")
+        .and(get_or_head())
         .and(warp::path::full())
         .and(warp::path::tail())
         .and(with_api(api))
@@ -340,9 +340,36 @@ fn order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + 
                 if tail.as_str().is_empty() && !full.as_str().ends_with('/') {
                     return Ok(recent(&api));
                 }
-                serve_order(&api, tail.as_str()).await
+                // A path segment arrives percent-encoded; the query string
+                // of /getOrder is decoded too, so both name the same id.
+                let Some(id) = percent_decode(tail.as_str()) else {
+                    return Err(warp::reject::custom(ApiError::InvalidId(
+                        Problem::BadCharacter,
+                    )));
+                };
+                serve_order(&api, &id).await
             },
         )
+}
+
+/// `%XX` escapes decoded; `None` for a malformed escape or bytes that are
+/// not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[derive(Deserialize)]
@@ -352,9 +379,9 @@ struct IdQuery {
 
 /// `GET /getOrder?id={order_uid}`.
 fn get_order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    get_or_head()
-        .and(warp::path("getOrder"))
+    warp::path("getOrder")
         .and(warp::path::end())
+        .and(get_or_head())
         .and(warp::query::<IdQuery>())
         .and(with_api(api))
         .and_then(|q: IdQuery, api: Api| async move {
@@ -423,23 +450,25 @@ fn page() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let spec = warp::path("openapi.yaml")
         .and(warp::path::end())
         .map(|| static_reply(OPENAPI_YAML, "application/yaml"));
-    get_or_head().and(
-        index
-            .or(js)
-            .unify()
-            .or(css)
-            .unify()
-            .or(icon)
-            .unify()
-            .or(spec)
-            .unify(),
-    )
+    // The method is checked after the path, here and in every route, so
+    // that a path nobody serves is 404 whatever the method, and 405 means
+    // the path exists.
+    index
+        .or(js)
+        .unify()
+        .or(css)
+        .unify()
+        .or(icon)
+        .unify()
+        .or(spec)
+        .unify()
+        .and(get_or_head())
 }
 
 fn healthz() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    get_or_head()
-        .and(warp::path("healthz"))
+    warp::path("healthz")
         .and(warp::path::end())
+        .and(get_or_head())
         .map(|| json_response(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")))
 }
 
@@ -450,9 +479,9 @@ struct ReadyBody {
 }
 
 fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    get_or_head()
-        .and(warp::path("readyz"))
+    warp::path("readyz")
         .and(warp::path::end())
+        .and(get_or_head())
         .and(with_api(api))
         .then(|api: Api| async move {
             let failing = api.0.readiness.failing().await;
@@ -470,9 +499,9 @@ fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> +
 }
 
 fn metrics_route(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    get_or_head()
-        .and(warp::path("metrics"))
+    warp::path("metrics")
         .and(warp::path::end())
+        .and(get_or_head())
         .and(with_api(api))
         .map(|api: Api| {
             api.0.metrics.cache(&api.0.cache.snapshot());

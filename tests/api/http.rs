@@ -144,6 +144,40 @@ async fn other_methods_and_routes_are_4xx() {
     let (status, body, _) = get(&api, "/no/such/route").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"], "no_route");
+    // A path nobody serves is 404 whatever the method; 405 says it exists.
+    for (method, path, want) in [
+        ("POST", "/nonexistent", 404),
+        ("DELETE", "/no/such/route", 404),
+        ("POST", "/", 405),
+        ("PUT", "/healthz", 405),
+        ("POST", "/getOrder?id=abc", 405),
+    ] {
+        let res = warp::test::request()
+            .method(method)
+            .path(path)
+            .reply(&router(api.clone()))
+            .await;
+        assert_eq!(res.status(), want, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn a_percent_encoded_id_names_the_same_order_in_the_path_and_the_query() {
+    let (api, _) = api_with(&["abc-x"]);
+    let (status, by_path, _) = get(&api, "/orders/abc%2Dx").await;
+    assert_eq!(status, 200);
+    let (status, by_query, _) = get(&api, "/getOrder?id=abc%2Dx").await;
+    assert_eq!(status, 200);
+    assert_eq!(by_path, by_query);
+    for bad in [
+        "/orders/abc%2",
+        "/orders/abc%zz",
+        "/orders/a%2Fb",
+        "/orders/%FF",
+    ] {
+        let (status, body, _) = get(&api, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
 }
 
 #[tokio::test]
