@@ -13,5 +13,6 @@ mod logs;
 #[cfg(feature = "e2e")]
 mod openapi;
 mod pipeline;
+mod secrets;
 mod services;
 mod store;
