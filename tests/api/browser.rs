@@ -111,6 +111,9 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
         .env("SCREENSHOT_DIR", format!("{root}/docs"))
         .env("CHROMIUM", chromium);
     let stdout = run_checker(&mut command, "browser checks failed").await;
-    assert!(stdout.contains("10 of 10 browser checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("10 of 10 browser checks passed"),
+        "{stdout}"
+    );
     app.stop().await.expect("clean stop");
 }

@@ -254,13 +254,15 @@ fn debug_output_of_the_configs_shows_no_secret() {
     }
 }
 
+/// The dead-letter tool, when it was built (feature `cli`).
+fn dlq_tool() -> Option<PathBuf> {
+    option_env!("CARGO_BIN_EXE_order-cache-dlq").map(PathBuf::from)
+}
+
 #[test]
 fn help_shows_no_secret_from_the_environment() {
     let producer = server_bin().with_file_name("producer");
-    let mut tools: Vec<PathBuf> = vec![server_bin(), producer];
-    #[cfg(feature = "cli")]
-    tools.push(PathBuf::from(env!("CARGO_BIN_EXE_order-cache-dlq")));
-    for tool in tools {
+    for tool in [server_bin(), producer].into_iter().chain(dlq_tool()) {
         let mut help = Command::new(&tool);
         help.arg("--help")
             .env("DATABASE_URL", &dead_database_urls()[0])
@@ -275,13 +277,8 @@ fn help_shows_no_secret_from_the_environment() {
 #[test]
 fn the_tools_show_no_nats_secret_when_they_cannot_connect() {
     let producer = server_bin().with_file_name("producer");
-    let mut tools: Vec<(PathBuf, &[&str])> = vec![(producer, &["--count", "1"])];
-    #[cfg(feature = "cli")]
-    tools.push((
-        PathBuf::from(env!("CARGO_BIN_EXE_order-cache-dlq")),
-        &["list"],
-    ));
-    for (tool, args) in tools {
+    let dlq = dlq_tool().map(|tool| (tool, &["list"][..]));
+    for (tool, args) in [(producer, &["--count", "1"][..])].into_iter().chain(dlq) {
         each(&dead_nats_urls(), |url| {
             let mut command = Command::new(&tool);
             command.args(args).env("NATS_URL", url);
