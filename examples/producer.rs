@@ -11,11 +11,16 @@ use clap::Parser;
 use serde_json::Value;
 
 /// Publish orders: by default the example order with a fresh id every 2 s.
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server URL(s), comma separated.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     nats_url: String,
     /// Subject orders are published to.
     #[arg(long, env = "ORDERS_SUBJECT", default_value = "orders")]
@@ -62,9 +67,11 @@ async fn main() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let template: Value = serde_json::from_str(&text).context("the template is not JSON")?;
-    let client = async_nats::connect(args.nats_url.as_str())
+    let nats_url = order_cache::redact::NatsUrl::parse(&args.nats_url);
+    let client = nats_url
+        .connect(async_nats::ConnectOptions::new())
         .await
-        .with_context(|| format!("cannot reach NATS at {}", args.nats_url))?;
+        .with_context(|| format!("cannot reach NATS at {nats_url}"))?;
     let js = jetstream::new(client);
     if let Some(stream) = &args.ensure_stream {
         let config = order_cache::IngestConfig {

@@ -14,7 +14,8 @@ use order_cache::{app, AppConfig, IngestConfig, StoreConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Ingest orders from NATS JetStream into PostgreSQL and serve them over HTTP.
-#[derive(Parser, Debug)]
+// No `Debug`: the settings hold the passwords; `AppConfig` shows them redacted.
+#[derive(Parser)]
 #[command(version)]
 struct Settings {
     /// PostgreSQL URL (default: the docker-compose database).
@@ -26,8 +27,13 @@ struct Settings {
         hide_env_values = true
     )]
     database_url: String,
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server URL(s), comma separated.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     nats_url: String,
     /// Address the HTTP server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]

@@ -14,7 +14,8 @@ use crate::http::{router, Api};
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::metrics::Metrics;
 use crate::model::Order;
-use crate::store::{redact_url, Scanned, Store, StoreConfig, StoreError};
+use crate::redact::{redact_database_url, NatsUrl};
+use crate::store::{Scanned, Store, StoreConfig, StoreError};
 
 /// Everything [`run`] needs to know.
 ///
@@ -29,11 +30,21 @@ use crate::store::{redact_url, Scanned, Store, StoreConfig, StoreError};
 /// config.ingest.batch_size = 250;
 /// config.startup_timeout = Duration::from_secs(60);
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows no password or token:
+///
+/// ```
+/// use order_cache::AppConfig;
+///
+/// let config = AppConfig::new("postgres://app:s3cret@db/orders", "nats://app:t0ps3cret@nats:4222");
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
 pub struct AppConfig {
     /// PostgreSQL settings.
     pub store: StoreConfig,
-    /// NATS server URL(s), comma separated.
+    /// NATS server URL(s), comma separated, each read as [`NatsUrl`] reads
+    /// it.
     pub nats_url: String,
     /// Stream, subject and consumer names, and batch tuning.
     pub ingest: IngestConfig,
@@ -53,6 +64,18 @@ impl AppConfig {
             startup_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl std::fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("store", &self.store)
+            .field("nats_url", &NatsUrl::parse(&self.nats_url))
+            .field("ingest", &self.ingest)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
     }
 }
 
@@ -76,7 +99,7 @@ pub enum AppError {
     /// NATS did not answer within the start-up timeout.
     #[error("cannot reach NATS at {url} within {timeout:?}: {source}")]
     Nats {
-        /// The URL.
+        /// The server list, passwords and tokens redacted.
         url: String,
         /// How long we tried.
         timeout: Duration,
@@ -315,7 +338,7 @@ async fn wait_for_postgres(
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= deadline => {
                 return Err(AppError::Postgres {
-                    url: redact_url(&config.store.database_url),
+                    url: redact_database_url(&config.store.database_url),
                     timeout: config.startup_timeout,
                     source: e,
                 })
@@ -332,17 +355,21 @@ async fn connect_nats(
     config: &AppConfig,
     deadline: Instant,
 ) -> Result<async_nats::Client, AppError> {
+    // Credentials go to the client apart from the addresses, which it logs.
+    let nats_url = NatsUrl::parse(&config.nats_url);
     loop {
-        let attempt = async_nats::ConnectOptions::new()
-            .name("order_cache")
-            .connection_timeout(Duration::from_secs(2))
-            .connect(config.nats_url.as_str())
+        let attempt = nats_url
+            .connect(
+                async_nats::ConnectOptions::new()
+                    .name("order_cache")
+                    .connection_timeout(Duration::from_secs(2)),
+            )
             .await;
         match attempt {
             Ok(client) => return Ok(client),
             Err(e) if Instant::now() >= deadline => {
                 return Err(AppError::Nats {
-                    url: config.nats_url.clone(),
+                    url: nats_url.to_string(),
                     timeout: config.startup_timeout,
                     source: e,
                 })

@@ -13,6 +13,8 @@
 //!   caches, then acknowledges; dead-letters what it must reject.
 //! - [`router`] ([`http`]): the warp filter with the JSON API, the page,
 //!   health and metrics.
+//! - [`redact`]: connection strings with their passwords and tokens hidden,
+//!   for everything the service prints.
 //! - [`app::run`]: all of them wired together, as `examples/server.rs` runs
 //!   them.
 //!
@@ -63,6 +65,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod redact;
 mod schema;
 pub mod store;
 

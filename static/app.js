@@ -19,6 +19,40 @@ function base() {
 
 function $(id) { return document.getElementById(id); }
 
+// A JSON number token, as the grammar defines it.
+const NUMBER_RE = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$/;
+
+// JSON.parse, except that every number comes back as its text, exactly as
+// sent: a JavaScript number would round integers above 2^53 (an amount of
+// 9223372036854775807 would read 9223372036854776000). Each number token
+// outside a string is quoted, then JSON.parse reads (and checks) the rest.
+// (JSON.parse's reviver sees a number's source text only in some browsers.)
+function parseExact(text) {
+  const parts = [];
+  let copied = 0;
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') {
+      // A string's digits are text; its escapes are JSON.parse's to read.
+      i += 1;
+      while (i < text.length && text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
+      i += 1;
+    } else if (c === "-" || (c >= "0" && c <= "9")) {
+      let j = i + 1;
+      while (j < text.length && "0123456789eE.+-".includes(text[j])) j += 1;
+      const number = text.slice(i, j);
+      if (!NUMBER_RE.test(number)) throw new SyntaxError("not a JSON number: " + number);
+      parts.push(text.slice(copied, i), '"', number, '"');
+      copied = i = j;
+    } else {
+      i += 1;
+    }
+  }
+  parts.push(text.slice(copied));
+  return JSON.parse(parts.join(""));
+}
+
 function setStatus(text, kind) {
   const s = $("status");
   s.textContent = text;
@@ -61,7 +95,15 @@ function render(order) {
   $("order").hidden = false;
 }
 
+// The lookup whose answer may be shown; an earlier one still in flight is
+// aborted, and its answer dropped should it arrive anyway.
+let current = null;
+
 async function show(id, push) {
+  if (current) current.abort();
+  const lookup = new AbortController();
+  current = lookup;
+  const stale = () => current !== lookup;
   id = id.trim();
   $("order-id").value = id;
   if (push) {
@@ -78,7 +120,9 @@ async function show(id, push) {
   try {
     const res = await fetch(base() + "orders/" + encodeURIComponent(id), {
       headers: { Accept: "application/json" },
+      signal: lookup.signal,
     });
+    if (stale()) return;
     if (res.status === 404) {
       $("order").hidden = true;
       setStatus("No order with id " + id + ".", "error");
@@ -87,12 +131,16 @@ async function show(id, push) {
     if (!res.ok) {
       $("order").hidden = true;
       const body = await res.json().catch(() => ({}));
+      if (stale()) return;
       setStatus(body.message || "The server answered " + res.status + ".", "error");
       return;
     }
-    render(await res.json());
+    const order = parseExact(await res.text());
+    if (stale()) return;
+    render(order);
     setStatus("", "");
   } catch (e) {
+    if (stale()) return;
     $("order").hidden = true;
     setStatus("The server cannot be reached.", "error");
   }

@@ -13,11 +13,16 @@ use clap::{Parser, Subcommand};
 use order_cache::ingest::{ERROR_HEADER, REASON_HEADER, SEQUENCE_HEADER};
 
 /// List and replay order_cache's dead letters.
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server URL(s), comma separated.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     nats_url: String,
     /// Stream of orders; its dead letters are in `<ORDERS_STREAM>_DLQ`.
     #[arg(long, env = "ORDERS_STREAM", default_value = "ORDERS")]
@@ -100,9 +105,11 @@ async fn letters(stream: &jetstream::stream::Stream) -> anyhow::Result<Vec<Lette
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = async_nats::connect(args.nats_url.as_str())
+    let nats_url = order_cache::redact::NatsUrl::parse(&args.nats_url);
+    let client = nats_url
+        .connect(async_nats::ConnectOptions::new())
         .await
-        .with_context(|| format!("cannot reach NATS at {}", args.nats_url))?;
+        .with_context(|| format!("cannot reach NATS at {nats_url}"))?;
     let js = jetstream::new(client);
     let dlq_name = format!("{}_DLQ", args.orders_stream);
     let dlq = js

@@ -1,6 +1,7 @@
 //! The lookup page in a real browser: Debian's Chromium, driven by
 //! Playwright (`tests/browser/page.test.mjs`), against the service holding
-//! an ordinary order and one whose text fields are HTML and script.
+//! an ordinary order, one whose text fields are HTML and script, and one
+//! whose integers are beyond what a JavaScript number holds exactly.
 //!
 //! Needs `node`, `chromium` and `npm ci --prefix tests/browser`, which
 //! `.ci/run` installs; built only with the `e2e` feature. Writes the
@@ -13,6 +14,20 @@ use crate::helpers::{example_order, require_tool, run_checker, spawn_app, TestDb
 /// The example order's own id, so the screenshots show the familiar order.
 const ORDER_ID: &str = "b563feb7b2b84b6test";
 const HOSTILE_ID: &str = "hostile-markup-order";
+const BIG_ID: &str = "big-integers-order";
+
+/// The example order with integers above 2^53 (where a JavaScript number
+/// starts rounding): i64::MAX, and 2^53 + 1, the first it cannot hold.
+/// `page.test.mjs` expects exactly these.
+fn big_integers_order() -> Value {
+    let mut order = example_order(BIG_ID);
+    order["payment"]["amount"] = i64::MAX.into();
+    order["payment"]["payment_dt"] = 9_007_199_254_740_993_i64.into();
+    order["payment"]["goods_total"] = 9_007_199_254_740_993_i64.into();
+    order["items"][0]["chrt_id"] = 9_007_199_254_740_993_i64.into();
+    order["items"][0]["nm_id"] = i64::MAX.into();
+    order
+}
 
 /// Markup an attacker might put into an order, each of which would run
 /// script or change the page if the page treated order text as HTML.
@@ -82,6 +97,9 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
         hostile_order(),
         "the hostile order is valid and kept"
     );
+    app.publish_order(&big_integers_order()).await;
+    let served = app.wait_for_order(BIG_ID).await;
+    assert_eq!(served, big_integers_order(), "the big integers are kept");
 
     let mut command = tokio::process::Command::new(node);
     command
@@ -89,9 +107,13 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
         .env("BASE_URL", format!("http://{}/", app.client.addr()))
         .env("ORDER_ID", ORDER_ID)
         .env("HOSTILE_ID", HOSTILE_ID)
+        .env("BIG_ID", BIG_ID)
         .env("SCREENSHOT_DIR", format!("{root}/docs"))
         .env("CHROMIUM", chromium);
     let stdout = run_checker(&mut command, "browser checks failed").await;
-    assert!(stdout.contains("8 of 8 browser checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("10 of 10 browser checks passed"),
+        "{stdout}"
+    );
     app.stop().await.expect("clean stop");
 }

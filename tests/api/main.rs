@@ -14,5 +14,6 @@ mod logs;
 #[cfg(feature = "e2e")]
 mod openapi;
 mod pipeline;
+mod secrets;
 mod services;
 mod store;

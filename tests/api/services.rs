@@ -2,6 +2,7 @@
 //! a nats-server, and the service itself, each on free ports, each stopped
 //! and cleaned up on drop. The machine's shared servers are never touched.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -87,12 +88,33 @@ pub struct OwnPostgres {
 
 impl OwnPostgres {
     pub fn start() -> OwnPostgres {
+        OwnPostgres::init(&["-A", "trust"])
+    }
+
+    /// A cluster where `postgres` must give `password`, in clear text (so
+    /// the server has the password in hand when it refuses a wrong one).
+    pub fn start_with_password(password: &str) -> OwnPostgres {
+        let pw_dir = temp_dir("order-cache-pw");
+        let pw_file = pw_dir.join("pw");
+        std::fs::write(&pw_file, password).expect("password file");
+        let pg = OwnPostgres::init(&[
+            OsStr::new("-A"),
+            OsStr::new("password"),
+            OsStr::new("--pwfile"),
+            pw_file.as_os_str(),
+        ]);
+        let _ = std::fs::remove_dir_all(&pw_dir);
+        pg
+    }
+
+    fn init<S: AsRef<OsStr>>(auth: &[S]) -> OwnPostgres {
         let dir = temp_dir("order-cache-pg");
         let port = free_port();
         let status = pg_command("initdb")
             .args(["-D"])
             .arg(&dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8"])
+            .args(["-U", "postgres", "-E", "UTF8"])
+            .args(auth)
             .stdout(Stdio::null())
             .status()
             .expect("initdb");
@@ -166,6 +188,8 @@ pub struct OwnNats {
     dir: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// More command-line arguments (authentication).
+    args: Vec<String>,
 }
 
 fn nats_server_bin() -> PathBuf {
@@ -183,10 +207,16 @@ fn nats_server_bin() -> PathBuf {
 
 impl OwnNats {
     pub fn start() -> OwnNats {
+        OwnNats::start_with(&[])
+    }
+
+    /// A nats-server with more arguments, e.g. `["--user", "u", "--pass", "p"]`.
+    pub fn start_with(args: &[&str]) -> OwnNats {
         let mut nats = OwnNats {
             dir: temp_dir("order-cache-nats"),
             port: free_port(),
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         nats.resume();
         nats
@@ -208,6 +238,7 @@ impl OwnNats {
                 "-sd",
             ])
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

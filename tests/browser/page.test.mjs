@@ -7,6 +7,7 @@
 //   BASE_URL        the page, ending in "/" (http://127.0.0.1:PORT/)
 //   ORDER_ID        an order the server holds
 //   HOSTILE_ID      an order whose text fields hold HTML and script
+//   BIG_ID          an order holding the integers in BIG below
 //   SCREENSHOT_DIR  where the screenshots go (the repository's docs/)
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 //
@@ -25,6 +26,7 @@ const env = (name, fallback) => {
 const BASE_URL = env("BASE_URL");
 const ORDER_ID = env("ORDER_ID");
 const HOSTILE_ID = env("HOSTILE_ID");
+const BIG_ID = env("BIG_ID");
 const SCREENSHOT_DIR = env("SCREENSHOT_DIR");
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
 
@@ -45,6 +47,61 @@ async function orderJson(id) {
   const res = await fetch(new URL(`orders/${encodeURIComponent(id)}`, BASE_URL));
   assert.equal(res.status, 200, `the API serves order ${id}`);
   return res.json();
+}
+
+// The integers browser.rs put into the BIG_ID order, above 2^53 where a
+// JavaScript number starts rounding them.
+const BIG = {
+  "payment.amount": "9223372036854775807",
+  "payment.payment_dt": "9007199254740993",
+  "payment.goods_total": "9007199254740993",
+  "items.0.chrt_id": "9007199254740993",
+  "items.0.nm_id": "9223372036854775807",
+};
+
+// The BIG_ID order with each of its big integers as the exact text the API
+// sends (JSON.parse, here as in the page, rounds them).
+async function bigOrder() {
+  const res = await fetch(new URL(`orders/${encodeURIComponent(BIG_ID)}`, BASE_URL));
+  assert.equal(res.status, 200, `the API serves order ${BIG_ID}`);
+  const text = await res.text();
+  const order = JSON.parse(text);
+  for (const [path, exact] of Object.entries(BIG)) {
+    const keys = path.split(".");
+    const last = keys.pop();
+    const parent = keys.reduce((o, k) => o[k], order);
+    assert.ok(text.includes(`"${last}":${exact}`), `the API sends ${path} as ${exact}`);
+    assert.notEqual(String(parent[last]), exact, `a JavaScript number cannot hold ${path}`);
+    parent[last] = exact;
+  }
+  return order;
+}
+
+// Runs in the page before its own script: notes when each fetch settles
+// and when a body starts and finishes being read, so that a check can wait
+// until the page has had an answer, rather than guess how long that takes.
+// The notes are made before the page's own code sees each result.
+function recordAnswers() {
+  const notes = (window.__answers = []);
+  const fetch = window.fetch;
+  window.fetch = function (input, init) {
+    const url = String(input);
+    const answer = fetch.call(this, input, init);
+    const note = () => notes.push(["settled", url]);
+    answer.then(note, note);
+    return answer;
+  };
+  for (const method of ["json", "text", "arrayBuffer", "blob"]) {
+    const read = Response.prototype[method];
+    Response.prototype[method] = function () {
+      const url = this.url;
+      notes.push(["reading", url]);
+      const body = read.call(this);
+      const note = () => notes.push(["read", url]);
+      body.then(note, note);
+      return body;
+    };
+  }
 }
 
 // Opens a page that records everything a check must not see: script
@@ -223,6 +280,55 @@ check("an order holding HTML and script is shown as text and runs nothing", asyn
     elements: document.querySelectorAll("#order img, #order script, #order svg, #order iframe, #order b").length,
   }));
   assert.deepEqual(effects, { pwned: null, elements: 0 });
+  await close();
+});
+
+check("integers above 2^53 are shown exactly as sent", async (browser) => {
+  const order = await bigOrder();
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(`${BASE_URL}?id=${encodeURIComponent(BIG_ID)}`);
+  await assertShowsOrder(page, order);
+  assert.equal(
+    await page.locator('#payment-fields dd[data-field="amount"]').textContent(),
+    "9223372036854775807",
+  );
+  await close();
+});
+
+check("an earlier lookup's late answer never replaces a later lookup's order", async (browser) => {
+  const later = await orderJson(HOSTILE_ID);
+  const { page, close } = await open(browser, DESKTOP);
+  await page.addInitScript(recordAnswers);
+  // The first lookup's answer is held until the second's order is shown.
+  let held;
+  const holding = new Promise((resolve) => { held = resolve; });
+  let release;
+  const released = new Promise((resolve) => { release = resolve; });
+  await page.route(`**/orders/${ORDER_ID}`, async (route) => {
+    held();
+    await released;
+    // The page may have given up on it by now.
+    await route.continue().catch(() => {});
+  });
+  await page.goto(BASE_URL);
+  await page.getByLabel("Order id").fill(ORDER_ID);
+  await page.getByRole("button", { name: "Show" }).click();
+  await holding;
+  await page.getByLabel("Order id").fill(HOSTILE_ID);
+  await page.getByRole("button", { name: "Show" }).click();
+  await assertShowsOrder(page, later);
+
+  release();
+  // The page has had the first answer: its fetch settled (answered or
+  // aborted), and whatever of it the page read is read.
+  await page.waitForFunction((path) => {
+    const notes = window.__answers.filter(([, url]) => new URL(url, location.href).pathname.endsWith(path));
+    const count = (kind) => notes.filter(([k]) => k === kind).length;
+    return count("settled") > 0 && count("reading") === count("read");
+  }, `/orders/${ORDER_ID}`, { timeout: 10_000 });
+  await assertShowsOrder(page, later);
+  assert.equal(await page.locator("#status").textContent(), "", "no error for the abandoned lookup");
+  assert.equal(new URL(page.url()).searchParams.get("id"), HOSTILE_ID);
   await close();
 });
 

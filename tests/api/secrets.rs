@@ -1,0 +1,291 @@
+//! No password or token in anything the service or its tools print: log
+//! lines (every level, every crate), errors, `Debug`, `--help`, for every
+//! form of `DATABASE_URL` and `NATS_URL` the clients accept, against a dead
+//! port and against a server that refuses the credentials.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use order_cache::{AppConfig, IngestConfig};
+
+use crate::helpers::{admin_url, TestDb};
+use crate::services::{server_bin, temp_dir, OwnNats, OwnPostgres, ServerProcess};
+
+/// In every secret below: found anywhere, a secret leaked.
+const MARK: &str = "Zq9Leak";
+
+/// `Zq9Leak pct/@:?&%Zq9Leak`, percent-encoded as a URL needs it.
+const PCT_ENCODED: &str = "Zq9Leak%20pct%2F%40%3A%3F%26%25Zq9Leak";
+
+/// Every form of PostgreSQL password tokio-postgres reads, each aimed at a
+/// port nothing listens on (or a socket directory that does not exist).
+fn dead_database_urls() -> Vec<String> {
+    vec![
+        format!("postgres://postgres:{MARK}-userinfo@127.0.0.1:1/orders"),
+        format!("postgresql://postgres:{PCT_ENCODED}@127.0.0.1:1/orders"),
+        format!("postgres://postgres@127.0.0.1:1/orders?password={MARK}-query&sslmode=disable"),
+        format!("postgres://127.0.0.1:1/orders?user=postgres&pass%77ord={MARK}-encoded-key"),
+        format!("postgres://postgres:{MARK}-hosts@127.0.0.1:1,127.0.0.1:2/orders"),
+        format!("postgres:///orders?host=%2Fno-such-dir&user=postgres&password={MARK}-socket"),
+        format!("host=127.0.0.1 port=1 user=postgres password={MARK}-kv dbname=orders"),
+        format!(
+            "host=127.0.0.1 port=1 user=postgres password='{MARK} \\'quoted\\' {MARK}' dbname=orders"
+        ),
+        format!("host = 127.0.0.1 port = 1 password = {MARK}\\ escaped\\ {MARK} user=postgres"),
+    ]
+}
+
+/// Every form of NATS credentials async-nats reads, at dead ports.
+fn dead_nats_urls() -> Vec<String> {
+    vec![
+        format!("nats://natsuser:{MARK}-userinfo@127.0.0.1:1"),
+        format!("nats://{MARK}-token@127.0.0.1:1"),
+        format!("natsuser:{MARK}-bare@127.0.0.1:1"),
+        format!("tls://natsuser:{MARK}-tls@127.0.0.1:1"),
+        format!("ws://natsuser:{MARK}-ws@127.0.0.1:1"),
+        format!("nats://natsuser:{PCT_ENCODED}@127.0.0.1:1"),
+        format!("nats://a:{MARK}-list1@127.0.0.1:1, nats://{MARK}-list2@127.0.0.1:2"),
+    ]
+}
+
+/// Runs a command to its exit (killed after `within`); its status code and
+/// stdout and stderr together.
+fn run(mut command: Command, within: Duration) -> (Option<i32>, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = format!(
+        "{}{}",
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default()
+    );
+    assert!(status.is_some(), "still running after {within:?}:\n{text}");
+    (status.and_then(|s| s.code()), text)
+}
+
+/// Starts the server with every library's every log line on, expecting the
+/// start to fail; what it printed.
+fn failed_start(database_url: &str, nats_url: &str) -> String {
+    let mut server = Command::new(server_bin());
+    server
+        .env("DATABASE_URL", database_url)
+        .env("NATS_URL", nats_url)
+        .env("STARTUP_TIMEOUT", "1")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "trace");
+    let (code, text) = run(server, Duration::from_secs(60));
+    assert_eq!(code, Some(1), "the start must fail:\n{text}");
+    text
+}
+
+/// Runs `check` on each item on a thread of its own: each start takes a
+/// second or more of waiting, not of work.
+fn each<T: Sync>(items: &[T], check: impl Fn(&T) + Sync) {
+    std::thread::scope(|s| {
+        let check = &check;
+        let threads: Vec<_> = items.iter().map(|i| s.spawn(move || check(i))).collect();
+        for t in threads {
+            if let Err(panic) = t.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+}
+
+fn assert_no_secret(text: &str, what: &str) {
+    assert!(!text.contains(MARK), "a secret of {what} leaked:\n{text}");
+}
+
+#[test]
+fn no_database_password_leaks_from_a_failed_start() {
+    // A server that refuses the password it was sent in clear, and one that
+    // has no such database: whatever they answer, it is printed.
+    let refusing = OwnPostgres::start_with_password("the-right-one");
+    let (admin, _) = admin_url()
+        .rsplit_once('/')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .expect("admin URL has a database");
+    let mut urls = dead_database_urls();
+    urls.extend([
+        format!(
+            "postgres://postgres:{MARK}-refused@127.0.0.1:{}/postgres",
+            refusing.port
+        ),
+        format!(
+            "host=127.0.0.1 port={} user=postgres password='{MARK} refused' dbname=postgres",
+            refusing.port
+        ),
+        format!("{admin}/no_such_database_zq?password={MARK}-no-database"),
+    ]);
+    each(&urls, |url| {
+        let text = failed_start(url, "nats://127.0.0.1:1");
+        assert!(text.contains("cannot reach PostgreSQL at"), "{text}");
+        assert_no_secret(&text, url);
+    });
+    // Still says where it tried.
+    let text = failed_start(&urls[0], "nats://127.0.0.1:1");
+    assert!(
+        text.contains("postgres://postgres:***@127.0.0.1:1/orders"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_nats_password_or_token_leaks_from_a_failed_start() {
+    let db = TestDb::create().await;
+    let user_password = OwnNats::start_with(&["--user", "natsuser", "--pass", "the-right-one"]);
+    let token = OwnNats::start_with(&["--auth", "the-right-token"]);
+    let mut urls = dead_nats_urls();
+    urls.extend([
+        format!(
+            "nats://natsuser:{MARK}-refused@127.0.0.1:{}",
+            user_password.port
+        ),
+        format!("nats://{MARK}-refused-token@127.0.0.1:{}", token.port),
+    ]);
+    tokio::task::block_in_place(|| {
+        each(&urls, |url| {
+            let text = failed_start(&db.url, url);
+            assert!(text.contains("cannot reach NATS at"), "{text}");
+            assert_no_secret(&text, url);
+        });
+        let text = failed_start(&db.url, &urls[0]);
+        assert!(text.contains("nats://natsuser:***@127.0.0.1:1"), "{text}");
+    });
+}
+
+/// With the credentials out of the addresses, they must still reach the
+/// server: the URL's user and password, or token, are what authenticates.
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_credentials_in_the_url_authenticate_and_are_never_logged() {
+    let db = TestDb::create().await;
+    let dir = temp_dir("order-cache-secrets");
+    // The password is `Zq9Leak pct/@:?&%Zq9Leak`, given percent-encoded.
+    let password = percent_decode(PCT_ENCODED);
+    let user_password = OwnNats::start_with(&["--user", "natsuser", "--pass", &password]);
+    let token = OwnNats::start_with(&["--auth", &format!("{MARK}-token")]);
+    for (i, url) in [
+        format!(
+            "nats://natsuser:{PCT_ENCODED}@127.0.0.1:{}",
+            user_password.port
+        ),
+        format!("nats://{MARK}-token@127.0.0.1:{}", token.port),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let log = dir.join(format!("server-{i}.log"));
+        let mut server = ServerProcess::spawn_with(
+            &db.url,
+            url,
+            &IngestConfig::default(),
+            &[("RUST_LOG", "debug")],
+            Some(&log),
+        );
+        server.wait_ready(Duration::from_secs(30)).await;
+        let _ = server.terminate(Duration::from_secs(20));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(text.contains("listening"), "{text}");
+        assert_no_secret(&text, url);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut bytes = Vec::new();
+    let mut rest = s.as_bytes();
+    while let [first, tail @ ..] = rest {
+        match (first, tail) {
+            (b'%', [h, l, after @ ..]) => {
+                let hex = std::str::from_utf8(&[*h, *l]).unwrap_or("").to_owned();
+                bytes.push(u8::from_str_radix(&hex, 16).expect("hex"));
+                rest = after;
+            }
+            _ => {
+                bytes.push(*first);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8(bytes).expect("UTF-8")
+}
+
+#[test]
+fn debug_output_of_the_configs_shows_no_secret() {
+    let databases = dead_database_urls();
+    let nats = dead_nats_urls();
+    for database_url in &databases {
+        for nats_url in &nats {
+            let config = AppConfig::new(database_url.as_str(), nats_url.as_str());
+            let debug = format!("{config:?} {:?}", config.store);
+            assert_no_secret(&debug, &format!("{database_url} / {nats_url}"));
+            assert!(debug.contains("***"), "{debug}");
+        }
+    }
+}
+
+/// The dead-letter tool, when it was built (feature `cli`).
+fn dlq_tool() -> Option<PathBuf> {
+    option_env!("CARGO_BIN_EXE_order-cache-dlq").map(PathBuf::from)
+}
+
+#[test]
+fn help_shows_no_secret_from_the_environment() {
+    let producer = server_bin().with_file_name("producer");
+    for tool in [server_bin(), producer].into_iter().chain(dlq_tool()) {
+        let mut help = Command::new(&tool);
+        help.arg("--help")
+            .env("DATABASE_URL", &dead_database_urls()[0])
+            .env("NATS_URL", &dead_nats_urls()[0]);
+        let (code, text) = run(help, Duration::from_secs(20));
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("--nats-url"), "{text}");
+        assert_no_secret(&text, &tool.display().to_string());
+    }
+}
+
+#[test]
+fn the_tools_show_no_nats_secret_when_they_cannot_connect() {
+    let producer = server_bin().with_file_name("producer");
+    let dlq = dlq_tool().map(|tool| (tool, &["list"][..]));
+    for (tool, args) in [(producer, &["--count", "1"][..])].into_iter().chain(dlq) {
+        each(&dead_nats_urls(), |url| {
+            let mut command = Command::new(&tool);
+            command.args(args).env("NATS_URL", url);
+            let (code, text) = run(command, Duration::from_secs(30));
+            assert_ne!(code, Some(0), "{text}");
+            assert!(text.contains("cannot reach NATS at"), "{text}");
+            assert_no_secret(&text, url);
+        });
+    }
+}
