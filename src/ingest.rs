@@ -375,6 +375,15 @@ impl Ingestor {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut delay = self.config.retry_delay;
         let mut in_flight = FuturesUnordered::new();
+        // A batch collected while every slot was busy. Its messages are
+        // ours already, so they get progress acks while they wait: with
+        // slow batches they would otherwise pass `ack_wait` and be
+        // redelivered while still in hand.
+        let mut waiting: Option<Vec<Message>> = None;
+        // After a batch failed for the database's sake: no new batch
+        // starts before then, while those in flight go on.
+        let mut paused_until: Option<tokio::time::Instant> = None;
+        let mut ticks = tokio::time::interval(self.keep_alive_every());
         'pull: loop {
             let messages = tokio::select! {
                 biased;
@@ -392,6 +401,17 @@ impl Ingestor {
                 }
             };
             loop {
+                if paused_until.is_none() && in_flight.len() < IN_FLIGHT {
+                    if let Some(batch) = waiting.take() {
+                        in_flight.push(self.process(batch));
+                    }
+                }
+                let resume = async {
+                    match paused_until {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     biased;
                     () = &mut shutdown => break 'pull,
@@ -399,16 +419,21 @@ impl Ingestor {
                         match outcome {
                             Outcome::Done => delay = self.config.retry_delay,
                             Outcome::RetryLater => {
-                                if self.pause(&mut shutdown, &mut delay).await {
-                                    break 'pull;
-                                }
+                                paused_until = Some(tokio::time::Instant::now() + delay);
+                                delay = (delay * 2).min(self.config.max_retry_delay);
                             }
                         }
                     }
-                    first = messages.next(), if in_flight.len() < IN_FLIGHT => {
+                    () = resume => paused_until = None,
+                    _ = ticks.tick(), if waiting.is_some() => {
+                        for m in waiting.iter().flatten() {
+                            ack(m, AckKind::Progress).await;
+                        }
+                    }
+                    first = messages.next(), if waiting.is_none() && paused_until.is_none() => {
                         let Some(first) = first else { continue 'pull };
                         let (batch, broken) = self.collect(first, &mut messages).await;
-                        in_flight.push(self.process(batch));
+                        waiting = Some(batch);
                         if broken {
                             continue 'pull;
                         }
@@ -416,8 +441,12 @@ impl Ingestor {
                 }
             }
         }
-        // Finish what was started: those messages are acknowledged only
-        // once their orders are committed.
+        // A batch not started goes back at once, to this consumer's other
+        // instances; what was started is finished: those messages are
+        // acknowledged only once their orders are committed.
+        for m in waiting.iter().flatten() {
+            ack(m, AckKind::Nak(None)).await;
+        }
         while in_flight.next().await.is_some() {}
     }
 
@@ -466,11 +495,13 @@ impl Ingestor {
         // (it fails the pull instead), so the limit leaves room for the
         // largest message the server accepts.
         let max_payload = self.js.client().server_info().max_payload;
-        let max_bytes = (self.config.max_batch_bytes * IN_FLIGHT).max(2 * max_payload + 64 * 1024);
+        let max_bytes = self.config.max_batch_bytes.max(2 * max_payload + 64 * 1024);
         Ok(consumer
             .stream()
-            // Keep a second batch's worth arriving while one is written.
-            .max_messages_per_batch(self.config.batch_size * IN_FLIGHT)
+            // One batch's worth at a time: with the batches in flight and
+            // the one waiting for a slot (both kept alive), what sits
+            // unseen in the client's buffer stays small.
+            .max_messages_per_batch(self.config.batch_size)
             .max_bytes_per_batch(max_bytes)
             .expires(expires)
             .heartbeat(expires / 3)
@@ -515,7 +546,7 @@ impl Ingestor {
         messages: &[Message],
         work: impl Future<Output = Outcome>,
     ) -> Outcome {
-        let every = (self.config.ack_wait / 3).max(Duration::from_millis(100));
+        let every = self.keep_alive_every();
         let mut work = std::pin::pin!(work);
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
@@ -530,6 +561,12 @@ impl Ingestor {
                 }
             }
         }
+    }
+
+    /// How often messages in hand are reported in progress: a third of
+    /// `ack_wait`, so two reports may be lost before one is redelivered.
+    fn keep_alive_every(&self) -> Duration {
+        (self.config.ack_wait / 3).max(Duration::from_millis(100))
     }
 
     async fn handle(&self, messages: &[Message]) -> Outcome {
