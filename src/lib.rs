@@ -13,13 +13,15 @@
 //!   caches, then acknowledges; dead-letters what it must reject.
 //! - [`router`] ([`http`]): the warp filter with the JSON API, the page,
 //!   health and metrics.
+//! - [`server::serve`] ([`server`]): serves such a filter over HTTP/1.1
+//!   with header and idle timeouts and a cap on open connections.
 //! - [`app::run`]: all of them wired together, as `examples/server.rs` runs
 //!   them.
 //!
 //! # Embedding
 //!
 //! ```no_run
-//! use order_cache::{app, router, Api, Cache, IngestConfig, Ingestor, Metrics, Readiness, Store, StoreConfig};
+//! use order_cache::{app, router, server, Api, Cache, IngestConfig, Ingestor, Metrics, Readiness, ServerConfig, Store, StoreConfig};
 //! use warp::Filter;
 //!
 //! # #[tokio::main(flavor = "multi_thread")]
@@ -48,7 +50,8 @@
 //! let routes = warp::path("orders-api")
 //!     .and(router(api))
 //!     .or(warp::path("hello").map(|| "hello"));
-//! warp::serve(routes).run(([127, 0, 0, 1], 8080)).await;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! server::serve(listener, warp::service(routes), ServerConfig::default(), std::future::pending()).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -64,6 +67,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 mod schema;
+pub mod server;
 pub mod store;
 
 pub use app::{AppConfig, AppError};
@@ -73,4 +77,5 @@ pub use http::{router, Api};
 pub use ingest::{IngestConfig, IngestError, Ingestor};
 pub use metrics::Metrics;
 pub use model::{Order, OrderUid, Rejection};
+pub use server::ServerConfig;
 pub use store::{Store, StoreConfig, StoreError};
