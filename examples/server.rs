@@ -148,12 +148,29 @@ fn serve(s: Settings) -> anyhow::Result<()> {
     }
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(s.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", s.listen_addr))?;
+        let listener =
+            listen(s.listen_addr).with_context(|| format!("cannot listen on {}", s.listen_addr))?;
         app::run(listener, config, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Binds `addr` with a listen backlog of 4,096 (the kernel caps it at
+/// `net.core.somaxconn`) instead of tokio's 1,024: when many clients connect
+/// at once, those past the backlog are dropped and retry only a second
+/// later, while those in it are accepted as fast as the server can.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's bind does, so a restart can bind while old connections
+    // linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Completes on SIGINT or SIGTERM.

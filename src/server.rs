@@ -182,11 +182,12 @@ pub async fn serve<S, B>(
     let mut backoff = Backoff::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // Accepting comes before reaping: when a thousand slow clients time
+        // out at once and reconnect, a backlog left to fill drops new
+        // clients' connection attempts (they retry a second later).
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            // Reap finished connections, or the set keeps their results.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             (slot, accepted) = accept(&listener, &slots) => match accepted {
                 Ok(stream) => {
                     backoff.reset();
@@ -194,6 +195,13 @@ pub async fn serve<S, B>(
                     let config = config.clone();
                     let stopping = stopping.clone();
                     connections.spawn(connection(stream, service, config, stopping, slot));
+                    // Closed connections' results stay in the set until
+                    // joined; a few at a time keeps it small.
+                    for _ in 0..2 {
+                        if connections.try_join_next().is_none() {
+                            break;
+                        }
+                    }
                 }
                 Err(e) if is_connection_error(&e) => debug!(error = %e, "accept"),
                 Err(e) => {
@@ -204,6 +212,7 @@ pub async fn serve<S, B>(
                     }
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     drop(listener);

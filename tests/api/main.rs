@@ -13,5 +13,6 @@ mod logs;
 #[cfg(feature = "e2e")]
 mod openapi;
 mod pipeline;
+mod server;
 mod services;
 mod store;
