@@ -135,7 +135,11 @@ fn serve(s: Settings) -> anyhow::Result<()> {
     // 1,024) would cap the server far below max_connections.
     match server::raise_fd_limit() {
         Ok(limit) if limit.now > limit.before => {
-            tracing::info!(from = limit.before, to = limit.now, "raised the open-file limit");
+            tracing::info!(
+                from = limit.before,
+                to = limit.now,
+                "raised the open-file limit"
+            );
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),

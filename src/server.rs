@@ -97,7 +97,8 @@ impl Default for ServerConfig {
 /// [`ServerConfig::max_connections`] under the soft limit on open files.
 pub const FD_RESERVE: u64 = 128;
 
-/// The soft limit on open files before and after [`raise_fd_limit`].
+/// The soft limit on open files before and after [`raise_fd_limit`]; both
+/// `u64::MAX` where there is no such limit (not Unix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdLimit {
     /// The soft limit as inherited.
@@ -126,9 +127,22 @@ pub struct FdLimit {
 /// assert!(limit.now >= limit.before);
 /// ```
 pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
-    let (before, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    let Some(before) = soft_fd_limit()? else {
+        return Ok(FdLimit {
+            before: u64::MAX,
+            now: u64::MAX,
+        });
+    };
     let now = rlimit::increase_nofile_limit(u64::MAX)?;
     Ok(FdLimit { before, now })
+}
+
+/// The soft limit on open files; `None` where there is none (not Unix).
+fn soft_fd_limit() -> std::io::Result<Option<u64>> {
+    #[cfg(unix)]
+    return rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| Some(soft));
+    #[cfg(not(unix))]
+    return Ok(None);
 }
 
 /// Serves HTTP/1.1 with `service` on connections from `listener` until
@@ -165,10 +179,7 @@ pub async fn serve<S, B>(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: http_body::Body + Send + 'static,
@@ -300,8 +311,8 @@ async fn connection<S, B>(
 /// [`FD_RESERVE`]: past that, `accept` would fail with `EMFILE` and so
 /// would the next PostgreSQL connection.
 fn fit_to_fd_limit(max_connections: usize) -> usize {
-    let wanted = max_connections.max(1);
-    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+    let wanted = max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let Ok(Some(soft)) = soft_fd_limit() else {
         return wanted;
     };
     let room = usize::try_from(soft.saturating_sub(FD_RESERVE))
@@ -315,7 +326,7 @@ fn fit_to_fd_limit(max_connections: usize) -> usize {
             "the open-file limit is too low for max_connections; serving fewer"
         );
     }
-    wanted.min(room).min(Semaphore::MAX_PERMITS)
+    wanted.min(room)
 }
 
 /// Errors of one connection that `accept` reports; the listener is fine.
@@ -346,7 +357,10 @@ impl Backoff {
             .map_or(Backoff::FIRST, |p| (p * 2).min(Backoff::MAX));
         self.pause = Some(pause);
         // One line a second at most while it lasts.
-        if self.logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        if self
+            .logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
             warn!(error = %e, retry_in = ?pause, "cannot accept HTTP connections");
             self.logged = Some(Instant::now());
         }

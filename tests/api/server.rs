@@ -28,6 +28,10 @@ const ATTACK: Duration = Duration::from_secs(6);
 /// How late after its timeout a connection may be closed (timers, a busy
 /// machine).
 const SLACK: Duration = Duration::from_millis(1500);
+/// How much earlier than its timeout a connection may seem closed: the
+/// client starts its clock after `connect` returns, which on a busy machine
+/// can be well after the server accepted.
+const EARLY: Duration = Duration::from_millis(500);
 /// The longest a fresh client may wait for its answer during the attack.
 const FRESH_WITHIN: Duration = Duration::from_secs(1);
 
@@ -224,7 +228,9 @@ async fn slow_and_idle_clients_neither_starve_new_ones_nor_stay_open() {
     let uid = unique("fresh");
     js.publish(
         streams.config.subject.clone(),
-        serde_json::to_vec(&example_order(&uid)).expect("json").into(),
+        serde_json::to_vec(&example_order(&uid))
+            .expect("json")
+            .into(),
     )
     .await
     .expect("publish")
@@ -275,11 +281,40 @@ async fn slow_and_idle_clients_neither_starve_new_ones_nor_stay_open() {
     }
     let limits = nofile_limits(server.pid());
 
-    // Assert: every fresh client was served in time…
+    // Assert. First what happened, for the log…
+    let slowest = fresh.iter().map(|f| f.3).max().unwrap_or_default();
     let late: Vec<_> = fresh
         .iter()
         .filter(|(_, _, status, _)| *status != Ok(200))
         .collect();
+    println!(
+        "fresh requests: {} of {} answered 200 within {FRESH_WITHIN:?}, slowest {slowest:?}",
+        fresh.len() - late.len(),
+        fresh.len()
+    );
+    let mut summaries = Vec::new();
+    for kind in Attacker::MIX.map(|(kind, _)| kind) {
+        let (mut closed, mut open, mut failed) = (Vec::new(), 0, Vec::new());
+        for (_, outcome) in outcomes.iter().filter(|(k, _)| *k == kind) {
+            match outcome {
+                Outcome::Closed(after) => closed.push(*after),
+                Outcome::NotClosed => open += 1,
+                Outcome::Failed(why) => failed.push(why.as_str()),
+            }
+        }
+        let first = closed.iter().min().copied().unwrap_or_default();
+        let last = closed.iter().max().copied().unwrap_or_default();
+        println!(
+            "{kind:?}: {} closed after {first:?}..{last:?}, {open} still open, {} failed {:?}",
+            closed.len(),
+            failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+        summaries.push((kind, first, last, open, failed.len()));
+    }
+    println!("the server's open-file limit (soft, hard): {limits:?}");
+
+    // …then: every fresh client was served in time…
     assert!(
         late.is_empty(),
         "{} of {} fresh requests failed during the attack (at, path, outcome, took): {:?}",
@@ -287,43 +322,14 @@ async fn slow_and_idle_clients_neither_starve_new_ones_nor_stay_open() {
         fresh.len(),
         &late[..late.len().min(5)]
     );
-    let slowest = fresh.iter().map(|f| f.3).max().unwrap_or_default();
-    // …every attacking connection was closed by its timeout, not before…
-    let failed: Vec<_> = outcomes
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} attacking connections could not even be made: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    for kind in Attacker::MIX.map(|(kind, _)| kind) {
-        let mine: Vec<_> = outcomes.iter().filter(|(k, _)| *k == kind).collect();
-        let open = mine
-            .iter()
-            .filter(|(_, o)| matches!(o, Outcome::NotClosed))
-            .count();
+    // …every attacking connection was made, and closed by its timeout, not
+    // before…
+    for (kind, first, last, open, failed) in summaries {
+        assert_eq!(failed, 0, "{failed} {kind:?} connections failed");
         assert_eq!(open, 0, "{open} {kind:?} connections never closed");
-        let times: Vec<Duration> = mine
-            .iter()
-            .filter_map(|(_, o)| match o {
-                Outcome::Closed(after) => Some(*after),
-                _ => None,
-            })
-            .collect();
-        let (first, last) = (
-            times.iter().min().copied().unwrap_or_default(),
-            times.iter().max().copied().unwrap_or_default(),
-        );
-        println!(
-            "{kind:?}: {} connections, closed after {first:?}..{last:?}",
-            times.len()
-        );
         assert!(
-            first + Duration::from_millis(200) >= kind.timeout() && last <= kind.timeout() + SLACK,
-            "{kind:?} connections closed after {first:?}..{last:?}, want {:?} (+{SLACK:?})",
+            first + EARLY >= kind.timeout() && last <= kind.timeout() + SLACK,
+            "{kind:?} connections closed after {first:?}..{last:?}, want {:?} (-{EARLY:?}, +{SLACK:?})",
             kind.timeout()
         );
     }
@@ -331,22 +337,13 @@ async fn slow_and_idle_clients_neither_starve_new_ones_nor_stay_open() {
     if let Some((soft, hard)) = limits {
         assert_eq!(soft, hard, "the server's open-file limit was not raised");
     }
-    println!(
-        "{} fresh requests, slowest {slowest:?}; {} attacking connections",
-        fresh.len(),
-        outcomes.len()
-    );
 }
 
 /// Serves the real router with `config` in process; stops when the sender
 /// is dropped or sent to.
 fn serve_in_process(
     config: ServerConfig,
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
