@@ -29,6 +29,7 @@ use crate::store::{redact_url, Store, StoreConfig, StoreError};
 /// config.store.max_connections = 4;
 /// config.ingest.batch_size = 250;
 /// config.startup_timeout = Duration::from_secs(60);
+/// config.http.max_connections = 2_000;
 /// ```
 #[derive(Debug, Clone)]
 pub struct AppConfig {
