@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use order_cache::{app, AppConfig, IngestConfig, StoreConfig};
+use order_cache::{app, server, AppConfig, IngestConfig, ServerConfig, StoreConfig};
 
 // The ingest path allocates and frees many large, short-lived buffers (one
 // bind array per column per batch); glibc's allocator spent about 40% of the
@@ -59,6 +59,15 @@ struct Settings {
     /// Seconds to keep trying PostgreSQL and NATS at start before exiting.
     #[arg(long, env = "STARTUP_TIMEOUT", default_value_t = 30)]
     startup_timeout: u64,
+    /// Seconds a new HTTP connection has to send its first request header.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value_t = ServerConfig::default().header_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_header_read_timeout: u64,
+    /// Seconds a kept-alive HTTP connection has to send its next request header.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value_t = ServerConfig::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_idle_timeout: u64,
+    /// Most HTTP connections open at once; more wait until one closes.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = ServerConfig::default().max_connections as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    http_max_connections: u64,
     /// Threads serving HTTP and ingesting (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -122,7 +131,25 @@ fn serve(s: Settings) -> anyhow::Result<()> {
         },
         startup_timeout: Duration::from_secs(s.startup_timeout),
         shutdown_timeout: Duration::from_secs(10),
+        http: ServerConfig {
+            header_read_timeout: Duration::from_secs(s.http_header_read_timeout),
+            idle_timeout: Duration::from_secs(s.http_idle_timeout),
+            max_connections: usize::try_from(s.http_max_connections).unwrap_or(usize::MAX),
+        },
     };
+    // Each HTTP connection is a descriptor: the inherited soft limit (often
+    // 1,024) would cap the server far below max_connections.
+    match server::raise_fd_limit() {
+        Ok(limit) if limit.now > limit.before => {
+            tracing::info!(
+                from = limit.before,
+                to = limit.now,
+                "raised the open-file limit"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 
     // Migrations run through a blocking harness: a multi-threaded runtime.
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -131,12 +158,29 @@ fn serve(s: Settings) -> anyhow::Result<()> {
     }
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(s.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", s.listen_addr))?;
+        let listener =
+            listen(s.listen_addr).with_context(|| format!("cannot listen on {}", s.listen_addr))?;
         app::run(listener, config, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Binds `addr` with a listen backlog of 4,096 (the kernel caps it at
+/// `net.core.somaxconn`) instead of tokio's 1,024: when many clients connect
+/// at once, those past the backlog are dropped and retry only a second
+/// later, while those in it are accepted as fast as the server can.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's bind does, so a restart can bind while old connections
+    // linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -15,6 +15,7 @@ use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::metrics::Metrics;
 use crate::model::Order;
 use crate::redact::{redact_database_url, NatsUrl};
+use crate::server::{serve, ServerConfig};
 use crate::store::{Scanned, Store, StoreConfig, StoreError};
 
 /// Everything [`run`] needs to know.
@@ -29,6 +30,7 @@ use crate::store::{Scanned, Store, StoreConfig, StoreError};
 /// config.store.max_connections = 4;
 /// config.ingest.batch_size = 250;
 /// config.startup_timeout = Duration::from_secs(60);
+/// config.http.max_connections = 2_000;
 /// ```
 ///
 /// `Debug` shows no password or token:
@@ -52,6 +54,8 @@ pub struct AppConfig {
     pub startup_timeout: Duration,
     /// How long shutdown may wait for open HTTP connections.
     pub shutdown_timeout: Duration,
+    /// HTTP timeouts and connection cap.
+    pub http: ServerConfig,
 }
 
 impl AppConfig {
@@ -63,6 +67,7 @@ impl AppConfig {
             ingest: IngestConfig::default(),
             startup_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
+            http: ServerConfig::default(),
         }
     }
 }
@@ -114,12 +119,17 @@ pub enum AppError {
 
 /// Runs the service until `shutdown` completes: connects to PostgreSQL and
 /// NATS (giving up after `startup_timeout`), applies migrations, sets up the
-/// streams, serves HTTP on `listener` (`/readyz` answers 503 until the cache
-/// is restored), restores the cache, then consumes orders.
+/// streams, serves HTTP on `listener` with [`serve`] and the limits in
+/// `http` (`/readyz` answers 503 until the cache is restored), restores the
+/// cache, then consumes orders. It leaves the process's limit on open files
+/// as it is: a binary raises it with
+/// [`raise_fd_limit`](crate::server::raise_fd_limit).
 ///
 /// On shutdown it stops pulling, finishes and acknowledges the batches in
-/// flight, closes the HTTP server, waits until NATS has received the acks
-/// (up to `shutdown_timeout`) and drains the connection.
+/// flight, closes the HTTP server (requests in flight get up to
+/// `shutdown_timeout`, then their connections are closed), waits until NATS
+/// has received the acks (up to `shutdown_timeout`) and drains the
+/// connection.
 ///
 /// # Errors
 ///
@@ -191,12 +201,12 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string());
-    let server = tokio::spawn(
-        warp::serve(router(api))
-            .incoming(listener)
-            .graceful(shutdown.clone())
-            .run(),
-    );
+    let mut server = tokio::spawn(serve(
+        listener,
+        warp::service(router(api)),
+        config.http.clone(),
+        shutdown.clone(),
+    ));
     info!(%addr, "listening");
 
     let restored = tokio::select! {
@@ -213,11 +223,12 @@ pub async fn run(
     }
 
     info!("shutting down");
-    if tokio::time::timeout(config.shutdown_timeout, server)
+    if tokio::time::timeout(config.shutdown_timeout, &mut server)
         .await
         .is_err()
     {
-        warn!("open HTTP connections did not close in time");
+        warn!("open HTTP connections did not close in time; closing them");
+        server.abort();
     }
     // The last batch's acks may still sit in the client's write buffer:
     // flush waits until the server has them (drain only queues a command

@@ -15,13 +15,15 @@
 //!   health and metrics.
 //! - [`redact`]: connection strings with their passwords and tokens hidden,
 //!   for everything the service prints.
+//! - [`server::serve`] ([`server`]): serves such a filter over HTTP/1.1
+//!   with header and idle timeouts and a cap on open connections.
 //! - [`app::run`]: all of them wired together, as `examples/server.rs` runs
 //!   them.
 //!
 //! # Embedding
 //!
 //! ```no_run
-//! use order_cache::{app, router, Api, Cache, IngestConfig, Ingestor, Metrics, Readiness, Store, StoreConfig};
+//! use order_cache::{app, router, server, Api, Cache, IngestConfig, Ingestor, Metrics, Readiness, ServerConfig, Store, StoreConfig};
 //! use warp::Filter;
 //!
 //! # #[tokio::main(flavor = "multi_thread")]
@@ -50,7 +52,8 @@
 //! let routes = warp::path("orders-api")
 //!     .and(router(api))
 //!     .or(warp::path("hello").map(|| "hello"));
-//! warp::serve(routes).run(([127, 0, 0, 1], 8080)).await;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! server::serve(listener, warp::service(routes), ServerConfig::default(), std::future::pending()).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -67,6 +70,7 @@ pub mod metrics;
 pub mod model;
 pub mod redact;
 mod schema;
+pub mod server;
 pub mod store;
 
 pub use app::{AppConfig, AppError};
@@ -76,4 +80,5 @@ pub use http::{router, Api};
 pub use ingest::{IngestConfig, IngestError, Ingestor};
 pub use metrics::Metrics;
 pub use model::{Order, OrderUid, Rejection};
+pub use server::ServerConfig;
 pub use store::{Store, StoreConfig, StoreError};

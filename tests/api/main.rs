@@ -15,5 +15,6 @@ mod logs;
 mod openapi;
 mod pipeline;
 mod secrets;
+mod server;
 mod services;
 mod store;

@@ -302,6 +302,44 @@ impl ServerProcess {
         env: &[(&str, &str)],
         log: Option<&Path>,
     ) -> ServerProcess {
+        ServerProcess::spawn_command(
+            Command::new(server_bin()),
+            database_url,
+            nats_url,
+            ingest,
+            env,
+            log,
+        )
+    }
+
+    /// [`ServerProcess::spawn_with`] started with the soft limit on open
+    /// files at `soft` and the hard limit as inherited, as a login shell or
+    /// a service manager often starts a process (1,024 is a common
+    /// default). `sh` sets the limit and then `exec`s the server, so the
+    /// process is still the server itself.
+    pub fn spawn_with_soft_nofile(
+        soft: u64,
+        database_url: &str,
+        nats_url: &str,
+        ingest: &order_cache::IngestConfig,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> ServerProcess {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", r#"ulimit -S -n "$0" && exec "$@""#])
+            .arg(soft.to_string())
+            .arg(server_bin());
+        ServerProcess::spawn_command(sh, database_url, nats_url, ingest, env, log)
+    }
+
+    fn spawn_command(
+        mut command: Command,
+        database_url: &str,
+        nats_url: &str,
+        ingest: &order_cache::IngestConfig,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> ServerProcess {
         let port = free_port();
         let output = || match log {
             Some(path) => Stdio::from(
@@ -313,7 +351,7 @@ impl ServerProcess {
             ),
             None => Stdio::null(),
         };
-        let child = Command::new(server_bin())
+        let child = command
             .env("DATABASE_URL", database_url)
             .env("NATS_URL", nats_url)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
