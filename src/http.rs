@@ -508,7 +508,9 @@ fn metrics_route(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejec
             Response::builder()
                 .header(
                     header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4; charset=utf-8",
+                    // What prometheus-client writes: OpenMetrics (it ends
+                    // in `# EOF`), not the older Prometheus text format.
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 )
                 .body(api.0.metrics.render())
                 .unwrap_or_default()

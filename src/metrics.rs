@@ -66,6 +66,66 @@ struct HttpLabels {
     status: u16,
 }
 
+/// Prefix of every metric name.
+const PREFIX: &str = "order_cache";
+
+impl Inner {
+    fn register_into(&self, registry: &mut Registry) {
+        registry.register(
+            "orders_ingested",
+            "Orders newly stored and cached",
+            self.ingested.clone(),
+        );
+        registry.register(
+            "orders_duplicate",
+            "Valid orders whose id was already stored",
+            self.duplicates.clone(),
+        );
+        registry.register(
+            "orders_rejected",
+            "Messages dead-lettered, by reason",
+            self.rejected.clone(),
+        );
+        registry.register(
+            "cache_orders",
+            "Orders in the cache",
+            self.cache_orders.clone(),
+        );
+        registry.register(
+            "cache_json_bytes",
+            "Size of the cached JSON bodies",
+            self.cache_bytes.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            self.http.clone(),
+        );
+        registry.register(
+            "ingest_batch_seconds",
+            "Time to process one batch of messages",
+            self.batch_seconds.clone(),
+        );
+        registry.register(
+            "ingest_batch_size",
+            "Messages per processed batch",
+            self.batch_size.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Batch writes PostgreSQL failed for its own sake (unreachable, read-only, \
+             full, timed out, ...); the orders are retried",
+            self.store_errors.clone(),
+        );
+        registry.register(
+            "store_inconsistent_orders",
+            "Stored orders left out of the cache at the last restore because their \
+             rows do not add up",
+            self.inconsistent.clone(),
+        );
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -81,80 +141,48 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// A fresh registry with every metric at zero.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("order_cache");
-        let ingested = Counter::default();
-        let duplicates = Counter::default();
-        let rejected = Family::<ReasonLabel, Counter>::default();
-        let cache_orders = Gauge::default();
-        let cache_bytes = Gauge::default();
-        let http = Family::<HttpLabels, Counter>::default();
-        let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-        let store_errors = Counter::default();
-        let inconsistent = Gauge::default();
-        registry.register(
-            "orders_ingested",
-            "Orders newly stored and cached",
-            ingested.clone(),
-        );
-        registry.register(
-            "orders_duplicate",
-            "Valid orders whose id was already stored",
-            duplicates.clone(),
-        );
-        registry.register(
-            "orders_rejected",
-            "Messages dead-lettered, by reason",
-            rejected.clone(),
-        );
-        registry.register("cache_orders", "Orders in the cache", cache_orders.clone());
-        registry.register(
-            "cache_json_bytes",
-            "Size of the cached JSON bodies",
-            cache_bytes.clone(),
-        );
-        registry.register(
-            "http_requests",
-            "HTTP requests by route and status",
-            http.clone(),
-        );
-        registry.register(
-            "ingest_batch_seconds",
-            "Time to process one batch of messages",
-            batch_seconds.clone(),
-        );
-        registry.register(
-            "ingest_batch_size",
-            "Messages per processed batch",
-            batch_size.clone(),
-        );
-        registry.register(
-            "store_errors",
-            "Batch writes PostgreSQL failed for its own sake (unreachable, read-only, \
-             full, timed out, ...); the orders are retried",
-            store_errors.clone(),
-        );
-        registry.register(
-            "store_inconsistent_orders",
-            "Stored orders left out of the cache at the last restore because their \
-             rows do not add up",
-            inconsistent.clone(),
-        );
+        let inner = Inner {
+            registry: Registry::default(),
+            ingested: Counter::default(),
+            duplicates: Counter::default(),
+            rejected: Family::<ReasonLabel, Counter>::default(),
+            cache_orders: Gauge::default(),
+            cache_bytes: Gauge::default(),
+            http: Family::<HttpLabels, Counter>::default(),
+            batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            store_errors: Counter::default(),
+            inconsistent: Gauge::default(),
+        };
+        let mut registry = Registry::default();
+        inner.register_into(registry.sub_registry_with_prefix(PREFIX));
         Metrics {
-            inner: Arc::new(Inner {
-                registry,
-                ingested,
-                duplicates,
-                rejected,
-                cache_orders,
-                cache_bytes,
-                http,
-                batch_seconds,
-                batch_size,
-                store_errors,
-                inconsistent,
-            }),
+            inner: Arc::new(Inner { registry, ..inner }),
         }
+    }
+
+    /// Adds these metrics, under the `order_cache` prefix, to a registry of
+    /// the host's, so that its own exposition shows them beside its own
+    /// metrics. The values are shared: what the service counts shows in
+    /// both this registry and [`Metrics::render`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use order_cache::Metrics;
+    /// use prometheus_client::registry::Registry;
+    ///
+    /// let metrics = Metrics::new();
+    /// let mut host = Registry::with_prefix("shop");
+    /// metrics.register(&mut host);
+    ///
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &host).unwrap();
+    /// assert!(text.contains("shop_order_cache_orders_ingested_total 0"));
+    /// ```
+    pub fn register(&self, registry: &mut Registry) {
+        self.inner
+            .register_into(registry.sub_registry_with_prefix(PREFIX));
     }
 
     /// The metrics in Prometheus' text format.

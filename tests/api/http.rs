@@ -121,7 +121,13 @@ async fn the_recent_list_and_metrics_are_served() {
         .path("/metrics")
         .reply(&router(api))
         .await;
+    // The body is OpenMetrics (it ends in `# EOF`): say so.
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     let text = String::from_utf8(res.body().to_vec()).unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
     assert!(text.contains("order_cache_cache_orders 2"), "{text}");
     assert!(
         text.contains(
