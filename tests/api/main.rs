@@ -14,6 +14,7 @@ mod logs;
 #[cfg(feature = "e2e")]
 mod openapi;
 mod pipeline;
+mod review;
 mod secrets;
 mod server;
 mod services;

@@ -1,0 +1,261 @@
+//! Adversarial review of the changes since 118a803: each test here FAILED on
+//! the code it was written against (bdf0e60), showing one defect.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use order_cache::{app, AppConfig, AppError};
+use tokio::sync::oneshot;
+
+use crate::helpers::{
+    assert_all_served, eventually, publish_orders, reqwest_lite, spawn_app, unique, TestDb,
+    TestStreams,
+};
+use crate::services::server_bin;
+
+const MARK: &str = "Zq9Leak";
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|_| unique(prefix)).collect()
+}
+
+/// Runs the server to its exit (killed after 60 s) with these URLs and every
+/// log line on; everything it printed.
+fn failed_start(database_url: &str, nats_url: &str) -> String {
+    let mut child = Command::new(server_bin())
+        .env("DATABASE_URL", database_url)
+        .env("NATS_URL", nats_url)
+        .env("STARTUP_TIMEOUT", "1")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    format!(
+        "{}{}",
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default()
+    )
+}
+
+fn leaked_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.contains(MARK)).collect()
+}
+
+/// A query-string password holding an unescaped `&` (`p&ss`): tokio-postgres
+/// reads the tail as the start of the next key, and `redact_database_url`
+/// prints keys as written, so the tail of the password is in the error.
+#[test]
+fn review_secret_query_password_with_ampersand_is_printed() {
+    let url = format!(
+        "postgres://postgres@127.0.0.1:1/orders?password=head{MARK}&tail{MARK}&sslmode=disable"
+    );
+    let text = failed_start(&url, "nats://127.0.0.1:1");
+    let leaks = leaked_lines(&text);
+    assert!(leaks.is_empty(), "password printed:\n{}", leaks.join("\n"));
+}
+
+/// A query-string password holding an unescaped `@`: tokio-postgres takes
+/// everything up to the first `@` as the user, connects, and PostgreSQL's
+/// answer (`role "...password=..." does not exist`) repeats it.
+#[test]
+fn review_secret_query_password_with_at_is_printed_by_the_servers_error() {
+    let url = format!("postgres://127.0.0.1/postgres?password={MARK}@127.0.0.1/postgres");
+    let text = failed_start(&url, "nats://127.0.0.1:1");
+    let leaks = leaked_lines(&text);
+    assert!(leaks.is_empty(), "password printed:\n{}", leaks.join("\n"));
+}
+
+/// Waits until the consumer has nothing pending or unacknowledged.
+async fn all_handled(js: &jetstream::Context, streams: &TestStreams, within: Duration) {
+    eventually(within, "every message handled", || async {
+        let mut consumer: jetstream::consumer::PullConsumer = js
+            .get_stream(&streams.config.stream)
+            .await
+            .ok()?
+            .get_consumer(&streams.config.consumer)
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await;
+}
+
+/// Creates the orders stream and a durable consumer with `tweak` applied,
+/// as someone else (another version, an operator) might have.
+async fn consumer_made_by_hand(streams: &TestStreams, tweak: impl FnOnce(&mut pull::Config)) {
+    let client = async_nats::connect(streams.nats_url.as_str())
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: streams.config.stream.clone(),
+            subjects: vec![streams.config.subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut config = pull::Config {
+        durable_name: Some(streams.config.consumer.clone()),
+        ack_policy: AckPolicy::Explicit,
+        filter_subject: streams.config.subject.clone(),
+        ack_wait: streams.config.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: i64::try_from(streams.config.batch_size * 20).unwrap(),
+        ..Default::default()
+    };
+    tweak(&mut config);
+    stream.create_consumer(config).await.unwrap();
+}
+
+/// An existing consumer with `headers_only` delivers empty payloads; the
+/// settings check does not look at it, so every valid order is dead-lettered
+/// as `syntax` and terminated.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_headers_only_consumer_dead_letters_valid_orders() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    consumer_made_by_hand(&streams, |c| c.headers_only = true).await;
+    let app = spawn_app(&db, &streams).await;
+    let uids = ids("hdr", 5);
+    publish_orders(&app.js, &app.ingest.subject, &uids).await;
+    all_handled(&app.js, &streams, Duration::from_secs(20)).await;
+    let stored = db.count("SELECT count(*) AS n FROM orders").await;
+    let letters = app
+        .js
+        .get_stream(&streams.config.dlq_stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(
+        (stored, letters),
+        (5, 0),
+        "valid orders dead-lettered instead of stored"
+    );
+    app.stop().await.unwrap();
+}
+
+/// An existing consumer with a `max_batch` (MaxRequestBatch) below the
+/// service's batch size refuses every pull with 409; the settings check does
+/// not look at it, the service reports ready, and nothing is ever consumed
+/// (the run loop re-subscribes at once, with no backoff).
+#[tokio::test(flavor = "multi_thread")]
+async fn review_consumer_with_request_batch_limit_stalls_ingestion() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    consumer_made_by_hand(&streams, |c| c.max_batch = 10).await;
+    let app = spawn_app(&db, &streams).await;
+    let uids = ids("mb", 5);
+    publish_orders(&app.js, &app.ingest.subject, &uids).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut stored = 0;
+    while Instant::now() < deadline && stored < 5 {
+        stored = db.count("SELECT count(*) AS n FROM orders").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ready, _) = app.client.get("/readyz").await.unwrap();
+    assert_eq!(
+        stored, 5,
+        "nothing consumed in 15 s (readyz {ready}); start should refuse or fix the consumer"
+    );
+    app.stop().await.unwrap();
+}
+
+/// The service with `query_timeout` shortened; the app's HTTP client, its
+/// JetStream context, and a way to stop it.
+struct App {
+    client: reqwest_lite::Client,
+    js: jetstream::Context,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<(), AppError>>,
+}
+
+async fn spawn_with_query_timeout(db: &TestDb, streams: &TestStreams, timeout: Duration) -> App {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = AppConfig::new(db.url.clone(), streams.nats_url.clone());
+    config.ingest = streams.config.clone();
+    config.store.query_timeout = timeout;
+    config.startup_timeout = Duration::from_secs(10);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest_lite::Client::new(addr);
+    eventually(Duration::from_secs(20), "ready", || {
+        let client = client.clone();
+        async move { matches!(client.get("/readyz").await, Ok((200, _))).then_some(()) }
+    })
+    .await;
+    let nats = async_nats::connect(streams.nats_url.as_str())
+        .await
+        .unwrap();
+    App {
+        client,
+        js: jetstream::new(nats),
+        stop: Some(stop),
+        handle,
+    }
+}
+
+/// A batch whose INSERT outlives the client's `query_timeout` (waiting on a
+/// lock) is still committed by PostgreSQL; the redelivery finds the ids
+/// stored, `fresh` is empty, the messages are acked, and the cache never
+/// gets these committed orders: they are served from PostgreSQL (or 503
+/// when it is down) instead of the cache.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_orders_committed_after_a_client_timeout_are_never_cached() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let mut app = spawn_with_query_timeout(&db, &streams, Duration::from_secs(1)).await;
+    let mut holder = AsyncPgConnection::establish(&db.url).await.unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE orders IN SHARE MODE")
+        .await
+        .unwrap();
+    let uids = ids("late", 20);
+    publish_orders(&app.js, &streams.config.subject, &uids).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    all_handled(&app.js, &streams, Duration::from_secs(30)).await;
+    assert_eq!(db.count("SELECT count(*) AS n FROM orders").await, 20);
+    assert_all_served(&app.client, &uids, true).await;
+    if let Some(stop) = app.stop.take() {
+        let _ = stop.send(());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(20), &mut app.handle).await;
+}
