@@ -87,6 +87,16 @@ impl std::fmt::Debug for AppConfig {
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// The database URL would be misread: an unescaped `@` in a password
+    /// given as a parameter makes the client take part of the password for
+    /// the user name, which PostgreSQL would then print in its errors.
+    #[error(
+        "DATABASE_URL {url} cannot be read as meant: percent-encode '@' in the password as %40"
+    )]
+    MisreadDatabaseUrl {
+        /// The URL, password redacted.
+        url: String,
+    },
     /// PostgreSQL did not answer within the start-up timeout.
     #[error("cannot reach PostgreSQL at {url} within {timeout:?}: {source}")]
     Postgres {
@@ -177,6 +187,11 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let deadline = Instant::now() + config.startup_timeout;
 
+    if crate::redact::database_url_is_misread(&config.store.database_url) {
+        return Err(AppError::MisreadDatabaseUrl {
+            url: redact_database_url(&config.store.database_url),
+        });
+    }
     let store = Store::new(config.store.clone())?;
     wait_for_postgres(&store, &config, deadline).await?;
     store.migrate().await?;

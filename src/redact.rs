@@ -84,6 +84,22 @@ pub fn redact_database_url(url: &str) -> String {
     redact_key_values(url)
 }
 
+/// Whether the client would read part of a password as the user name: a
+/// URL with an unescaped `@` in a `password=` parameter
+/// (`postgres://db/orders?password=a@b` connects as user
+/// `db/orders?password=a`), which the server would then repeat in its
+/// error. Such a URL must be refused before it is used.
+pub(crate) fn database_url_is_misread(url: &str) -> bool {
+    ["postgres://", "postgresql://"].iter().any(|scheme| {
+        url.strip_prefix(scheme)
+            .and_then(|rest| rest.split_once('@'))
+            .is_some_and(|(credentials, _)| {
+                let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
+                shown_user(user) == HIDDEN
+            })
+    })
+}
+
 /// The part of a `postgres://` URL after the scheme, read as tokio-postgres'
 /// `UrlParser` reads it.
 fn redact_postgres_url(rest: &str) -> String {
@@ -130,7 +146,14 @@ fn redact_postgres_url(rest: &str) -> String {
                 break;
             };
             let (value, after) = after.split_once('&').unwrap_or((after, ""));
-            out.push_str(key);
+            // A key the client does not know may be the tail of a password
+            // holding a raw '&' (`password=a&b&sslmode=…` makes `b&sslmode`
+            // a key): only known keys are shown.
+            out.push_str(if is_shown_key(key) || key == "password" {
+                key
+            } else {
+                HIDDEN
+            });
             out.push('=');
             out.push_str(if is_shown_key(key) { value } else { HIDDEN });
             query = after;
@@ -441,7 +464,7 @@ mod tests {
             ),
             (
                 "postgres://db/o?user=app&pass%77ord=s3cret&sslmode=disable",
-                "postgres://db/o?user=app&pass%77ord=***&sslmode=disable",
+                "postgres://db/o?user=app&***=***&sslmode=disable",
             ),
             (
                 "postgres:///o?host=%2Ftmp&password=s3cret",
@@ -450,15 +473,31 @@ mod tests {
             // The client reads `db/o?password=s3c` as the user here.
             ("postgres://db/o?password=s3c@ret", "postgres://***@ret"),
             ("postgres://db/o?s3cret", "postgres://db/o?***"),
+            // A raw '&' in a password: its tail reads as a key.
+            (
+                "postgres://db/o?password=head&tail&sslmode=disable",
+                "postgres://db/o?password=***&***=***",
+            ),
             (
                 "postgres://db/o?application_name=x&s3cret&password=y",
-                "postgres://db/o?application_name=x&s3cret&password=***",
+                "postgres://db/o?application_name=x&***=***",
             ),
             ("postgres://app@db/orders", "postgres://app@db/orders"),
             ("postgres://db", "postgres://db"),
         ] {
             assert_eq!(redact_database_url(url), shown, "{url}");
         }
+    }
+
+    #[test]
+    fn a_password_the_client_would_read_as_the_user_is_detected() {
+        assert!(database_url_is_misread("postgres://db/o?password=a@b"));
+        assert!(database_url_is_misread(
+            "postgresql://db/o?password=a@b:1/o"
+        ));
+        assert!(!database_url_is_misread("postgres://app:a%40b@db/o"));
+        assert!(!database_url_is_misread("postgres://app@db/o?password=x"));
+        assert!(!database_url_is_misread("host=db password=a@b"));
     }
 
     #[test]
