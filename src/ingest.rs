@@ -238,7 +238,8 @@ pub async fn ensure_topology(
         .get_or_create_consumer(&config.consumer, wanted.clone())
         .await
         .map_err(|e| consumer_setup()(e.into()))?;
-    if consumer_differences(&consumer.cached_info().config, &wanted).is_empty() {
+    let differences = |found: &consumer::Config| consumer_differences(found, &wanted, config);
+    if differences(&consumer.cached_info().config).is_empty() {
         return Ok(consumer);
     }
     // A consumer made earlier (by another version, or by hand) with a
@@ -253,7 +254,7 @@ pub async fn ensure_topology(
         .get_info()
         .await
         .map_err(|e| consumer_setup()(e.into()))?;
-    let differences = consumer_differences(&info.config, &wanted);
+    let differences = differences(&info.config);
     if differences.is_empty() {
         Ok(consumer)
     } else {
@@ -282,7 +283,11 @@ fn consumer_config(config: &IngestConfig) -> pull::Config {
 
 /// The settings of an existing consumer that differ from what this service
 /// needs, as `setting: found X, need Y`.
-fn consumer_differences(found: &consumer::Config, wanted: &pull::Config) -> Vec<String> {
+fn consumer_differences(
+    found: &consumer::Config,
+    wanted: &pull::Config,
+    config: &IngestConfig,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut check = |name: &str, found: String, wanted: String| {
         if found != wanted {
@@ -326,6 +331,38 @@ fn consumer_differences(found: &consumer::Config, wanted: &pull::Config) -> Vec<
         format!("{:?}", found.deliver_subject),
         "None".into(),
     );
+    check(
+        "headers_only",
+        found.headers_only.to_string(),
+        "false".into(),
+    );
+    check(
+        "replay_policy",
+        format!("{:?}", found.replay_policy),
+        format!("{:?}", wanted.replay_policy),
+    );
+    // Limits on a pull request: one below what this service asks for makes
+    // the server refuse every pull, and nothing is consumed.
+    let limit = |n: i64| if n <= 0 { None } else { Some(n) };
+    let at_least = |name: &str, found: Option<i64>, need: i64| {
+        found
+            .filter(|&n| n < need)
+            .map(|n| format!("{name}: found {n}, need at least {need} or no limit"))
+    };
+    let need_batch = i64::try_from(config.batch_size).unwrap_or(i64::MAX);
+    out.extend(at_least("max_batch", limit(found.max_batch), need_batch));
+    if found.max_bytes > 0 {
+        out.push(format!(
+            "max_bytes: found {}, need no limit (a message may be as large as the server allows)",
+            found.max_bytes
+        ));
+    }
+    if !found.max_expires.is_zero() && found.max_expires < config.pull_expires {
+        out.push(format!(
+            "max_expires: found {:?}, need at least {:?} or no limit",
+            found.max_expires, config.pull_expires
+        ));
+    }
     out
 }
 
@@ -375,68 +412,98 @@ impl Ingestor {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut delay = self.config.retry_delay;
         let mut in_flight = FuturesUnordered::new();
+        // The pull in use; `None` until (re)created.
+        let mut messages: Option<Messages> = None;
+        // Whether the pull in use has yielded a message yet: one that ends
+        // or fails before any (a consumer limit the server enforces, a
+        // broker going away) must not be re-created in a hot loop.
+        let mut yielded = false;
         // A batch collected while every slot was busy. Its messages are
         // ours already, so they get progress acks while they wait: with
         // slow batches they would otherwise pass `ack_wait` and be
         // redelivered while still in hand.
         let mut waiting: Option<Vec<Message>> = None;
-        // After a batch failed for the database's sake: no new batch
-        // starts before then, while those in flight go on.
+        // After a failure (of the database, or of a pull): no new batch
+        // starts and no pull is made before then, while the batches in
+        // flight go on.
         let mut paused_until: Option<tokio::time::Instant> = None;
         let mut ticks = tokio::time::interval(self.keep_alive_every());
-        'pull: loop {
-            let messages = tokio::select! {
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if paused_until.is_none() && in_flight.len() < IN_FLIGHT {
+                if let Some(batch) = waiting.take() {
+                    in_flight.push(self.process(batch));
+                }
+            }
+            let can_pull = paused_until.is_none() && waiting.is_none();
+            let has_stream = messages.is_some();
+            let resume_at = paused_until;
+            let resume = async move {
+                match resume_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next = async {
+                match messages.as_mut() {
+                    Some(m) => m.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let max_delay = self.config.max_retry_delay;
+            let pause = |paused_until: &mut Option<tokio::time::Instant>, delay: &mut Duration| {
+                *paused_until = Some(tokio::time::Instant::now() + *delay);
+                *delay = (*delay * 2).min(max_delay);
+            };
+            tokio::select! {
                 biased;
-                () = &mut shutdown => break 'pull,
-                m = self.pull() => m,
-            };
-            let mut messages = match messages {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(error = %e, "cannot pull from JetStream; retrying");
-                    if self.pause(&mut shutdown, &mut delay).await {
-                        break 'pull;
-                    }
-                    continue;
-                }
-            };
-            loop {
-                if paused_until.is_none() && in_flight.len() < IN_FLIGHT {
-                    if let Some(batch) = waiting.take() {
-                        in_flight.push(self.process(batch));
+                () = &mut shutdown => break,
+                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                    match outcome {
+                        Outcome::Done => delay = self.config.retry_delay,
+                        Outcome::RetryLater => pause(&mut paused_until, &mut delay),
                     }
                 }
-                let resume = async {
-                    match paused_until {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
+                () = resume => paused_until = None,
+                _ = ticks.tick(), if waiting.is_some() => {
+                    for m in waiting.iter().flatten() {
+                        ack(m, AckKind::Progress).await;
                     }
-                };
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => break 'pull,
-                    Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                        match outcome {
-                            Outcome::Done => delay = self.config.retry_delay,
-                            Outcome::RetryLater => {
-                                paused_until = Some(tokio::time::Instant::now() + delay);
-                                delay = (delay * 2).min(self.config.max_retry_delay);
+                }
+                pulled = self.pull(), if can_pull && !has_stream => match pulled {
+                    Ok(m) => {
+                        messages = Some(m);
+                        yielded = false;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot pull from JetStream; retrying");
+                        pause(&mut paused_until, &mut delay);
+                    }
+                },
+                first = next, if can_pull && has_stream => {
+                    let batch = match (first, messages.as_mut()) {
+                        (Some(first), Some(stream)) => {
+                            yielded |= first.is_ok();
+                            let (batch, broken) = self.collect(first, stream).await;
+                            if broken {
+                                messages = None;
                             }
+                            batch
                         }
-                    }
-                    () = resume => paused_until = None,
-                    _ = ticks.tick(), if waiting.is_some() => {
-                        for m in waiting.iter().flatten() {
-                            ack(m, AckKind::Progress).await;
+                        _ => {
+                            messages = None;
+                            Vec::new()
                         }
+                    };
+                    if messages.is_none() && !yielded {
+                        warn!("pull ended before any message; retrying later");
+                        pause(&mut paused_until, &mut delay);
                     }
-                    first = messages.next(), if waiting.is_none() && paused_until.is_none() => {
-                        let Some(first) = first else { continue 'pull };
-                        let (batch, broken) = self.collect(first, &mut messages).await;
+                    if !batch.is_empty() {
+                        // Waiting starts now: the first progress ack is due
+                        // a full period later.
+                        ticks.reset();
                         waiting = Some(batch);
-                        if broken {
-                            continue 'pull;
-                        }
                     }
                 }
             }
@@ -507,22 +574,6 @@ impl Ingestor {
             .heartbeat(expires / 3)
             .messages()
             .await?)
-    }
-
-    /// Sleeps for the current delay and doubles it; true if shutdown came
-    /// first.
-    async fn pause(
-        &self,
-        shutdown: &mut (impl Future<Output = ()> + Unpin),
-        delay: &mut Duration,
-    ) -> bool {
-        let wait = *delay;
-        *delay = (*delay * 2).min(self.config.max_retry_delay);
-        tokio::select! {
-            biased;
-            () = shutdown => true,
-            () = tokio::time::sleep(wait) => false,
-        }
     }
 
     /// Decodes, stores, caches and acknowledges one batch, telling the
@@ -605,6 +656,7 @@ impl Ingestor {
 
         let ingested = stored.fresh.len();
         self.cache.insert(stored.fresh);
+        let uncached = self.fill_committed(&orders, &stored.committed).await;
         self.metrics.ingested(ingested);
         self.metrics.cache(&self.cache.snapshot());
         let committed = stored.committed.iter().filter(|c| **c).count();
@@ -613,7 +665,7 @@ impl Ingestor {
         let mut refused: HashMap<usize, String> = stored.refused.into_iter().collect();
         for (i, &m) in index.iter().enumerate() {
             let message = &messages[m];
-            if stored.committed[i] {
+            if stored.committed[i] && !uncached.contains(&orders[i].order_uid) {
                 ack(message, AckKind::Ack).await;
             } else if let Some(error) = refused.remove(&i) {
                 letters.push(DeadLetter {
@@ -629,6 +681,45 @@ impl Ingestor {
             Outcome::RetryLater
         } else {
             Outcome::Done
+        }
+    }
+
+    /// Caches the committed orders this batch did not insert and the cache
+    /// lacks, read back from PostgreSQL: an order an earlier delivery
+    /// committed after the client had given up on it (a query timeout), or
+    /// that another instance stored. Returns the ids that could not be read
+    /// because PostgreSQL failed, whose messages must come back later
+    /// rather than be acked.
+    async fn fill_committed(&self, orders: &[Order], committed: &[bool]) -> HashSet<OrderUid> {
+        let missing: HashSet<OrderUid> = orders
+            .iter()
+            .zip(committed)
+            .filter(|(o, c)| **c && self.cache.get(o.order_uid.as_str()).is_none())
+            .map(|(o, _)| o.order_uid.clone())
+            .collect();
+        if missing.is_empty() {
+            return missing;
+        }
+        let ids: Vec<OrderUid> = missing.iter().cloned().collect();
+        match self.store.get_many(&ids).await {
+            Ok(found) => {
+                let mut filled = Vec::with_capacity(found.len());
+                for (uid, order) in found {
+                    match order {
+                        Ok(order) => filled.push((uid, order.to_json())),
+                        Err(e) => warn!(error = %e, "committed order cannot be cached"),
+                    }
+                }
+                self.cache.fill(filled);
+                // Read, or gone or inconsistent in PostgreSQL (logged; a
+                // lookup answers it with a clear error): nothing left that
+                // a redelivery could mend.
+                HashSet::new()
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read committed orders back; will retry");
+                missing
+            }
         }
     }
 
