@@ -1,5 +1,7 @@
-//! Adversarial review of the changes since 118a803: each test here FAILED on
-//! the code it was written against (bdf0e60), showing one defect.
+//! Defects an adversarial review found in the first round of hardening; each
+//! test failed on that code (bdf0e60): consumers made by hand with settings
+//! that starve or blind the service, orders committed after the client gave
+//! up on them, and passwords the client misreads.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -74,7 +76,7 @@ fn leaked_lines(text: &str) -> Vec<&str> {
 /// reads the tail as the start of the next key, and `redact_database_url`
 /// prints keys as written, so the tail of the password is in the error.
 #[test]
-fn review_secret_query_password_with_ampersand_is_printed() {
+fn a_query_password_with_an_ampersand_is_never_printed() {
     let url = format!(
         "postgres://postgres@127.0.0.1:1/orders?password=head{MARK}&tail{MARK}&sslmode=disable"
     );
@@ -87,7 +89,7 @@ fn review_secret_query_password_with_ampersand_is_printed() {
 /// everything up to the first `@` as the user, connects, and PostgreSQL's
 /// answer (`role "...password=..." does not exist`) repeats it.
 #[test]
-fn review_secret_query_password_with_at_is_printed_by_the_servers_error() {
+fn a_query_password_with_an_at_sign_is_refused_before_the_server_sees_it() {
     let url = format!("postgres://127.0.0.1/postgres?password={MARK}@127.0.0.1/postgres");
     let text = failed_start(&url, "nats://127.0.0.1:1");
     let leaks = leaked_lines(&text);
@@ -142,7 +144,7 @@ async fn consumer_made_by_hand(streams: &TestStreams, tweak: impl FnOnce(&mut pu
 /// settings check does not look at it, so every valid order is dead-lettered
 /// as `syntax` and terminated.
 #[tokio::test(flavor = "multi_thread")]
-async fn review_headers_only_consumer_dead_letters_valid_orders() {
+async fn a_headers_only_consumer_is_updated_and_no_valid_order_is_dead_lettered() {
     let db = TestDb::create().await;
     let streams = TestStreams::new();
     consumer_made_by_hand(&streams, |c| c.headers_only = true).await;
@@ -174,7 +176,7 @@ async fn review_headers_only_consumer_dead_letters_valid_orders() {
 /// not look at it, the service reports ready, and nothing is ever consumed
 /// (the run loop re-subscribes at once, with no backoff).
 #[tokio::test(flavor = "multi_thread")]
-async fn review_consumer_with_request_batch_limit_stalls_ingestion() {
+async fn a_consumer_with_a_small_request_batch_limit_is_updated_and_consumes() {
     let db = TestDb::create().await;
     let streams = TestStreams::new();
     consumer_made_by_hand(&streams, |c| c.max_batch = 10).await;
@@ -238,7 +240,7 @@ async fn spawn_with_query_timeout(db: &TestDb, streams: &TestStreams, timeout: D
 /// gets these committed orders: they are served from PostgreSQL (or 503
 /// when it is down) instead of the cache.
 #[tokio::test(flavor = "multi_thread")]
-async fn review_orders_committed_after_a_client_timeout_are_never_cached() {
+async fn orders_committed_after_a_client_timeout_are_cached() {
     let db = TestDb::create().await;
     let streams = TestStreams::new();
     let mut app = spawn_with_query_timeout(&db, &streams, Duration::from_secs(1)).await;
