@@ -303,15 +303,44 @@ struct ErrorBody {
 /// # }
 /// ```
 pub fn router(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    routes(api).recover(recover)
+}
+
+/// The routes alone, to mount beside a host's own: a request they match is
+/// answered in full (errors included, as JSON, with the security headers,
+/// counted in the metrics); anything else is rejected, so that
+/// `routes(api).or(host)` and `host.or(routes(api))` both reach the host's
+/// routes. End the whole with [`recover`] (or [`router`] does it for you).
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::{recover, routes, Api, Cache, Metrics, Readiness};
+/// use warp::Filter;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let api = Api::new(Cache::new(), Metrics::new(), Readiness::new());
+/// let host = warp::path("status").map(|| "host says hi");
+/// // Mounted at the root, after the host's own routes.
+/// let app = host.or(routes(api)).recover(recover);
+///
+/// let res = warp::test::request().path("/status").reply(&app).await;
+/// assert_eq!(res.body(), "host says hi");
+/// let res = warp::test::request().path("/healthz").reply(&app).await;
+/// assert_eq!(res.status(), 200);
+/// let res = warp::test::request().path("/orders/unknown").reply(&app).await;
+/// assert_eq!(res.status(), 404);
+/// # }
+/// ```
+pub fn routes(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let metrics = api.0.metrics.clone();
-    let routes = order(api.clone())
+    order(api.clone())
         .or(get_order(api.clone()))
         .or(page())
         .or(healthz())
         .or(readyz(api.clone()))
-        .or(metrics_route(api));
-    routes
-        .recover(recover)
+        .or(metrics_route(api))
         .with(warp::reply::with::headers(security_headers()))
         .with(warp::log::custom(move |info| {
             metrics.http(route_label(info.path()), info.status().as_u16());
@@ -343,9 +372,7 @@ fn order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + 
                 // A path segment arrives percent-encoded; the query string
                 // of /getOrder is decoded too, so both name the same id.
                 let Some(id) = percent_decode(tail.as_str()) else {
-                    return Err(warp::reject::custom(ApiError::InvalidId(
-                        Problem::BadCharacter,
-                    )));
+                    return Ok(ApiError::InvalidId(Problem::BadCharacter).response());
                 };
                 serve_order(&api, &id).await
             },
@@ -389,18 +416,24 @@ fn get_order(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection
         })
 }
 
+/// The order's answer: the order, or a JSON error. A request that reached
+/// this route is answered here, errors included, rather than rejected: a
+/// rejection would fall through to the host's routes.
 async fn serve_order(api: &Api, id: &str) -> Result<Response<Bytes>, Rejection> {
-    let uid = OrderUid::parse(id).map_err(|p| warp::reject::custom(ApiError::InvalidId(p)))?;
-    match api.lookup(&uid).await {
+    let uid = match OrderUid::parse(id) {
+        Ok(uid) => uid,
+        Err(p) => return Ok(ApiError::InvalidId(p).response()),
+    };
+    Ok(match api.lookup(&uid).await {
         Ok(Some((bytes, source))) => {
             let mut response = json_response(StatusCode::OK, bytes);
             response.headers_mut().insert(CACHE_HEADER, source.header());
-            Ok(response)
+            response
         }
-        Ok(None) => Err(warp::reject::custom(ApiError::NotFound(uid))),
-        Err(e) if e.is_transient() => Err(warp::reject::custom(ApiError::Unavailable(e))),
-        Err(e) => Err(warp::reject::custom(ApiError::Inconsistent(e))),
-    }
+        Ok(None) => ApiError::NotFound(uid).response(),
+        Err(e) if e.is_transient() => ApiError::Unavailable(e).response(),
+        Err(e) => ApiError::Inconsistent(e).response(),
+    })
 }
 
 #[derive(Serialize)]
@@ -517,9 +550,10 @@ fn metrics_route(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejec
         })
 }
 
-async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
-    let (status, error, message) = if let Some(e) = rejection.find::<ApiError>() {
-        match e {
+impl ApiError {
+    /// The JSON error answer for this failure.
+    fn response(&self) -> Response<Bytes> {
+        let (status, error, message) = match self {
             ApiError::InvalidId(p) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_id",
@@ -546,32 +580,68 @@ async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
                     e.to_string(),
                 )
             }
-        }
-    } else if rejection.is_not_found() {
-        (StatusCode::NOT_FOUND, "no_route", "no such route".into())
-    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
-        (StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "only GET and HEAD are served".into(),
-        )
+        };
+        json_response(status, to_json(&ErrorBody { error, message }))
+    }
+}
+
+/// Turns a rejection into a JSON error answer (`no_route`,
+/// `method_not_allowed`, `invalid_query`, `bad_request`), with the same
+/// security headers as every other answer. [`router`] ends with it; a host
+/// that mounts [`routes`] beside its own calls it once, at the top, after
+/// its own routes (or from its own `recover` for the rejections it does not
+/// know).
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::{recover, routes, Api, Cache, Metrics, Readiness};
+/// use warp::Filter;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let api = Api::new(Cache::new(), Metrics::new(), Readiness::new());
+/// let app = routes(api)
+///     .or(warp::path("hello").map(|| "hi"))
+///     .recover(recover);
+///
+/// let res = warp::test::request().path("/hello").reply(&app).await;
+/// assert_eq!(res.body(), "hi");
+/// let res = warp::test::request().path("/nowhere").reply(&app).await;
+/// assert_eq!(res.status(), 404);
+/// assert_eq!(res.body(), r#"{"error":"no_route","message":"no such route"}"#);
+/// # }
+/// ```
+pub async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
+    let mut response = if let Some(e) = rejection.find::<ApiError>() {
+        e.response()
     } else {
-        (
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("{rejection:?}"),
-        )
+        let (status, error, message) = if rejection.is_not_found() {
+            (StatusCode::NOT_FOUND, "no_route", "no such route".into())
+        } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+            (StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+        } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "only GET and HEAD are served".into(),
+            )
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{rejection:?}"),
+            )
+        };
+        json_response(status, to_json(&ErrorBody { error, message }))
     };
-    let body = to_json(&ErrorBody { error, message });
-    let mut response = json_response(status, body);
-    if status == StatusCode::METHOD_NOT_ALLOWED {
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         // RFC 9110: a 405 lists the methods the resource does support.
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
+    response.headers_mut().extend(security_headers());
     Ok(response)
 }
 

@@ -76,7 +76,7 @@ pub mod store;
 pub use app::{AppConfig, AppError};
 pub use cache::Cache;
 pub use health::Readiness;
-pub use http::{router, Api};
+pub use http::{recover, router, routes, Api};
 pub use ingest::{IngestConfig, IngestError, Ingestor};
 pub use metrics::Metrics;
 pub use model::{Order, OrderUid, Rejection};
