@@ -227,18 +227,28 @@ pub async fn run(
     let restored = tokio::select! {
         biased;
         () = shutdown.clone() => None,
-        r = restore(&store, &cache) => Some(r?),
+        r = restore(&store, &cache) => Some(r),
     };
-    if let Some(scanned) = restored {
-        metrics.cache(&cache.snapshot());
-        metrics.inconsistent(scanned.inconsistent);
-        readiness.mark_restored();
-        info!(orders = scanned.orders, "cache restored; consuming");
-        ingestor.run(shutdown.clone()).await;
-    }
+    let result = match restored {
+        Some(Ok(scanned)) => {
+            metrics.cache(&cache.snapshot());
+            metrics.inconsistent(scanned.inconsistent);
+            readiness.mark_restored();
+            info!(orders = scanned.orders, "cache restored; consuming");
+            ingestor.run(shutdown.clone()).await;
+            Ok(())
+        }
+        Some(Err(e)) => Err(AppError::from(e)),
+        None => Ok(()),
+    };
 
     info!("shutting down");
-    if tokio::time::timeout(config.shutdown_timeout, &mut server)
+    if result.is_err() {
+        // A failed start stops what it started: nothing keeps listening
+        // for a service that will not run.
+        server.abort();
+        let _ = (&mut server).await;
+    } else if tokio::time::timeout(config.shutdown_timeout, &mut server)
         .await
         .is_err()
     {
@@ -257,7 +267,7 @@ pub async fn run(
     if let Err(e) = nats.drain().await {
         warn!(error = %e, "NATS drain failed");
     }
-    Ok(())
+    result
 }
 
 /// Fills `cache` with every stored order and the recent list. An order whose

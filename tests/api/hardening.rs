@@ -605,3 +605,31 @@ async fn a_backlog_of_maximum_size_payloads_keeps_memory_bounded() {
     assert!(peak < 200.0, "peak RSS {peak:.0} MiB");
     assert!(server.is_running());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_start_stops_the_http_server_it_started() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let store = Store::new(StoreConfig::new(db.url.clone())).unwrap();
+    store.migrate().await.unwrap();
+    // The restore's query cannot run: the start fails after the HTTP
+    // server is up.
+    db.execute("ALTER TABLE items RENAME COLUMN brand TO label")
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = order_cache::AppConfig::new(db.url.clone(), streams.nats_url.clone());
+    config.ingest = streams.config.clone();
+    config.startup_timeout = Duration::from_secs(10);
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        app::run(listener, config, std::future::pending()),
+    )
+    .await
+    .expect("a failed start returns");
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still listening after a failed start"
+    );
+}

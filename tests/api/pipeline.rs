@@ -163,7 +163,10 @@ async fn a_restart_restores_the_cache_from_postgres() {
             recent["orders"][0].as_str().unwrap()
         ))
         .await;
-    assert_eq!(newest, 1, "the list starts with the order stored last: {recent}");
+    assert_eq!(
+        newest, 1,
+        "the list starts with the order stored last: {recent}"
+    );
     let listed: Vec<&str> = recent["orders"]
         .as_array()
         .unwrap()
