@@ -82,3 +82,10 @@ pub use metrics::Metrics;
 pub use model::{Order, OrderUid, Rejection};
 pub use server::ServerConfig;
 pub use store::{Store, StoreConfig, StoreError};
+
+/// The NATS client this crate is built on: a host names its types to give
+/// [`Ingestor::new`] a JetStream context and [`Readiness::with_nats`] a
+/// client, without adding a matching `async-nats` version by hand.
+pub use async_nats;
+/// The metrics library of [`Metrics::register`]'s registry.
+pub use prometheus_client;

@@ -177,6 +177,8 @@ pub struct Store {
     /// may answer `SELECT 1` while refusing every write (a read-only
     /// standby, a full disk), and readiness must see that.
     writes_failing: Arc<AtomicBool>,
+    /// Kept to migrate from a runtime of its own (see [`Store::migrate`]).
+    config: Arc<StoreConfig>,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,7 +202,8 @@ impl Store {
     ///
     /// [`StoreError::Unavailable`] when the pool cannot be built.
     pub fn new(config: StoreConfig) -> Result<Store, StoreError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.database_url);
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.database_url.clone());
         let pool = Pool::builder(manager)
             .max_size(config.max_connections)
             .runtime(deadpool::Runtime::Tokio1)
@@ -213,6 +216,7 @@ impl Store {
             pool,
             query_timeout: config.query_timeout,
             writes_failing: Arc::default(),
+            config: Arc::new(config),
         })
     }
 
@@ -257,12 +261,35 @@ impl Store {
     /// Applies pending migrations. Safe to call from several processes at
     /// once: an advisory lock lets one at a time through.
     ///
-    /// Needs a multi-threaded tokio runtime.
+    /// The migration harness blocks its thread, which only a multi-threaded
+    /// tokio runtime allows; on any other runtime the migrations run on a
+    /// thread and runtime of their own, with a connection of their own.
     ///
     /// # Errors
     ///
     /// [`StoreError::Migration`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+            return self.migrate_here().await;
+        }
+        let config = StoreConfig::clone(&self.config);
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let migrated = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Migration(format!("cannot start a runtime: {e}")))
+                .and_then(|rt| rt.block_on(async { Store::new(config)?.migrate_here().await }));
+            let _ = done.send(migrated);
+        });
+        result
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Migration("the migration thread died".into())))
+    }
+
+    async fn migrate_here(&self) -> Result<(), StoreError> {
         const LOCK: i64 = 0x6f72_6465_725f_6361; // "order_ca"
         let mut conn = self.conn().await?;
         diesel::sql_query("SELECT pg_advisory_lock($1)")

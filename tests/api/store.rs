@@ -187,3 +187,14 @@ async fn restore_and_check(store: &Store, orders: &[Order]) {
     let expected: Vec<String> = (5980..6000).rev().map(|i| format!("rs{i:05}")).collect();
     assert_eq!(recent, expected);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn migrations_run_on_a_current_thread_runtime_too() {
+    let db = TestDb::create().await;
+    let store = Store::new(StoreConfig::new(db.url.clone())).unwrap();
+    // The harness blocks its thread, which a current-thread runtime forbids.
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(db.count("SELECT count(*) AS n FROM orders").await, 0);
+    store.insert(&[example("current")]).await.unwrap();
+}
