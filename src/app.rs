@@ -192,14 +192,14 @@ pub async fn run(
             url: redact_database_url(&config.store.database_url),
         });
     }
-    let store = Store::new(config.store.clone())?;
+    let metrics = Metrics::new();
+    let store = Store::new(config.store.clone())?.with_metrics(metrics.clone());
     wait_for_postgres(&store, &config, deadline).await?;
     store.migrate().await?;
     let nats = connect_nats(&config, deadline).await?;
     let js = async_nats::jetstream::new(nats.clone());
 
     let cache = Cache::new();
-    let metrics = Metrics::new();
     let ingestor = Ingestor::new(
         js,
         store.clone(),

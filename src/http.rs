@@ -9,6 +9,7 @@
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once the cache is restored and PostgreSQL and NATS answer, else 503 |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /status` | 200 JSON: the counts the page's live status strip shows |
 //! | `GET /openapi.yaml` | the OpenAPI 3 description of these routes |
 //!
 //! Errors are JSON: `{"error": "not_found", "message": "..."}`.
@@ -200,8 +201,10 @@ impl Api {
     /// The order's response bytes, and whether they came from the cache.
     async fn lookup(&self, uid: &OrderUid) -> Result<Option<(Bytes, Source)>, Arc<StoreError>> {
         if let Some(bytes) = self.0.cache.get(uid.as_str()) {
+            self.0.metrics.cache_hit();
             return Ok(Some((bytes, Source::Cache)));
         }
+        self.0.metrics.cache_miss();
         let Some(store) = &self.0.store else {
             return Ok(None);
         };
@@ -340,10 +343,15 @@ pub fn routes(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
         .or(page())
         .or(healthz())
         .or(readyz(api.clone()))
-        .or(metrics_route(api))
+        .or(metrics_route(api.clone()))
+        .or(status(api))
         .with(warp::reply::with::headers(security_headers()))
         .with(warp::log::custom(move |info| {
-            metrics.http(route_label(info.path()), info.status().as_u16());
+            metrics.http(
+                route_label(info.path()),
+                info.status().as_u16(),
+                info.elapsed(),
+            );
         }))
 }
 
@@ -518,6 +526,7 @@ fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> +
         .and(with_api(api))
         .then(|api: Api| async move {
             let failing = api.0.readiness.failing().await;
+            api.0.metrics.ready(failing.is_empty());
             let status = if failing.is_empty() {
                 StatusCode::OK
             } else {
@@ -536,8 +545,12 @@ fn metrics_route(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejec
         .and(warp::path::end())
         .and(get_or_head())
         .and(with_api(api))
-        .map(|api: Api| {
+        .then(|api: Api| async move {
             api.0.metrics.cache(&api.0.cache.snapshot());
+            // Checked at each scrape, so the gauge is fresh even where
+            // nothing probes /readyz.
+            let ready = api.0.readiness.failing().await.is_empty();
+            api.0.metrics.ready(ready);
             Response::builder()
                 .header(
                     header::CONTENT_TYPE,
@@ -547,6 +560,19 @@ fn metrics_route(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejec
                 )
                 .body(api.0.metrics.render())
                 .unwrap_or_default()
+        })
+}
+
+/// `GET /status`: what the page's status strip shows. Atomics only, no
+/// query: the page polls it every few seconds.
+fn status(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path("status")
+        .and(warp::path::end())
+        .and(get_or_head())
+        .and(with_api(api))
+        .map(|api: Api| {
+            api.0.metrics.cache(&api.0.cache.snapshot());
+            json_response(StatusCode::OK, to_json(&api.0.metrics.status()))
         })
 }
 
@@ -691,6 +717,20 @@ fn security_headers() -> HeaderMap {
     h
 }
 
+/// Every label [`route_label`] gives: the `route` label's values.
+pub(crate) const ROUTE_LABELS: [&str; 10] = [
+    "/orders/{order_uid}",
+    "/orders",
+    "/getOrder",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/status",
+    "/assets",
+    "/",
+    "other",
+];
+
 /// A bounded set of labels, whatever paths clients send.
 fn route_label(path: &str) -> &'static str {
     let mut segments = path.trim_end_matches('/').rsplit('/');
@@ -703,6 +743,7 @@ fn route_label(path: &str) -> &'static str {
         (_, "healthz") => "/healthz",
         (_, "readyz") => "/readyz",
         (_, "metrics") => "/metrics",
+        (_, "status") => "/status",
         (_, "app.js" | "style.css" | "favicon.svg" | "openapi.yaml") => "/assets",
         (_, "") => "/",
         _ => "other",
@@ -711,7 +752,7 @@ fn route_label(path: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::route_label;
+    use super::{route_label, ROUTE_LABELS};
 
     #[test]
     fn route_labels_are_bounded() {
@@ -721,5 +762,28 @@ mod tests {
         assert_eq!(route_label("/"), "/");
         assert_eq!(route_label("/getOrder"), "/getOrder");
         assert_eq!(route_label("/x/y/z"), "other");
+    }
+
+    #[test]
+    fn every_route_label_has_its_latency_histogram() {
+        let paths = [
+            "/orders/a",
+            "/orders",
+            "/getOrder",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/status",
+            "/app.js",
+            "/style.css",
+            "/favicon.svg",
+            "/openapi.yaml",
+            "/",
+            "/x/y",
+        ];
+        for path in paths {
+            let label = route_label(path);
+            assert!(ROUTE_LABELS.contains(&label), "{path} -> {label}");
+        }
     }
 }

@@ -408,7 +408,19 @@ impl Ingestor {
     /// Up to [`IN_FLIGHT`] batches are written at once: while one commits,
     /// the next is collected and decoded, so a batch's size follows the rate
     /// messages arrive at during one commit, up to `batch_size`.
+    ///
+    /// Meanwhile the consumer's backlog is read every [`LAG_EVERY`] into
+    /// the metrics (`order_cache_consumer_pending_messages`,
+    /// `order_cache_consumer_ack_pending_messages`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let lag = watch_lag(self.consumer.clone(), self.metrics.clone());
+        tokio::select! {
+            () = self.consume(shutdown) => {}
+            () = lag => {}
+        }
+    }
+
+    async fn consume(&self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut delay = self.config.retry_delay;
         let mut in_flight = FuturesUnordered::new();
@@ -842,6 +854,24 @@ impl Ingestor {
         self.js
             .publish_with_headers(self.config.dlq_subject.clone(), headers, payload)
             .await
+    }
+}
+
+/// How often [`Ingestor::run`] reads the consumer's backlog.
+pub const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads the consumer's backlog into `metrics` every [`LAG_EVERY`], for
+/// ever. A failed read (NATS away, the consumer being re-created) leaves
+/// the last values: readiness says when NATS is away.
+async fn watch_lag(consumer: PullConsumer, metrics: Metrics) {
+    let mut ticks = tokio::time::interval(LAG_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match consumer.get_info().await {
+            Ok(info) => metrics.consumer(info.num_pending, info.num_ack_pending),
+            Err(e) => debug!(error = %e, "cannot read the consumer's backlog"),
+        }
     }
 }
 

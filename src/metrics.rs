@@ -1,15 +1,20 @@
 //! Prometheus metrics, kept in a registry owned by the service (no global
 //! state), rendered as text at `GET /metrics`.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use serde::Serialize;
 
 /// The service's counters. Cheap to clone: clones share the same registry.
 ///
@@ -25,6 +30,13 @@ use prometheus_client::registry::Registry;
 /// | `order_cache_ingest_batch_size` | histogram | |
 /// | `order_cache_store_errors_total` | counter | |
 /// | `order_cache_store_inconsistent_orders` | gauge | |
+/// | `order_cache_cache_hits_total` | counter | |
+/// | `order_cache_cache_misses_total` | counter | |
+/// | `order_cache_store_query_seconds` | histogram | `query`: `insert`, `get`, `scan`, `recent`, `ping` |
+/// | `order_cache_http_request_seconds` | histogram | `route` |
+/// | `order_cache_consumer_pending_messages` | gauge | |
+/// | `order_cache_consumer_ack_pending_messages` | gauge | |
+/// | `order_cache_ready` | gauge | |
 ///
 /// # Examples
 ///
@@ -53,6 +65,18 @@ struct Inner {
     batch_size: Histogram,
     store_errors: Counter,
     inconsistent: Gauge,
+    // Plain counters, not a family with a `result` label: a lookup is the
+    // hot read path, and a family takes a lock to find its series.
+    cache_hits: Counter,
+    cache_misses: Counter,
+    queries: Histograms,
+    http_seconds: Histograms,
+    pending: Gauge,
+    ack_pending: Gauge,
+    ready: Gauge,
+    /// Every dead letter whatever its reason, for [`Metrics::status`]; not
+    /// exported (the sum of `orders_rejected` says the same).
+    dead_letters: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,7 +147,194 @@ impl Inner {
              rows do not add up",
             self.inconsistent.clone(),
         );
+        registry.register(
+            "cache_hits",
+            "Order lookups answered from the cache",
+            self.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Order lookups the cache did not hold (then asked of PostgreSQL, if the \
+             id was not missed within the last second)",
+            self.cache_misses.clone(),
+        );
+        registry.register(
+            "store_query_seconds",
+            "PostgreSQL queries by kind, from asking the pool for a connection to \
+             the answer (failures and timeouts included)",
+            self.queries.clone(),
+        );
+        registry.register(
+            "http_request_seconds",
+            "Time to answer an HTTP request, by route",
+            self.http_seconds.clone(),
+        );
+        registry.register(
+            "consumer_pending_messages",
+            "Messages in the orders stream not yet delivered to the durable consumer \
+             (JetStream's num_pending, read every second)",
+            self.pending.clone(),
+        );
+        registry.register(
+            "consumer_ack_pending_messages",
+            "Messages delivered to the durable consumer and not yet acknowledged \
+             (JetStream's num_ack_pending, read every second)",
+            self.ack_pending.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when the last readiness check (at /readyz and at each scrape) passed, \
+             else 0",
+            self.ready.clone(),
+        );
     }
+}
+
+/// The rejection reasons counted in `orders_rejected`: the model's
+/// (`Rejection::reason`) and `database`. Each series exists from the start,
+/// at 0, so that `increase()` sees the first dead letter of a reason too (a
+/// series born at 1 has no earlier sample to rise from).
+const REJECT_REASONS: [&str; 7] = [
+    "empty",
+    "too_large",
+    "not_utf8",
+    "syntax",
+    "shape",
+    "invalid",
+    "database",
+];
+
+/// Upper bounds, in seconds, of the latency histograms: from a cache hit
+/// (tens of microseconds) to a restore or a query timeout (tens of seconds).
+const LATENCY_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// A kind of PostgreSQL query, the `query` label of `store_query_seconds`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Query {
+    Insert,
+    Get,
+    Scan,
+    Recent,
+    Ping,
+}
+
+impl Query {
+    const LABELS: [&'static str; 5] = ["insert", "get", "scan", "recent", "ping"];
+}
+
+/// A latency histogram whose observations are two relaxed atomic adds:
+/// prometheus-client's `Histogram` takes a mutex per observation, which
+/// every HTTP request would contend on.
+#[derive(Debug)]
+struct Latency {
+    /// Observations per bucket of [`LATENCY_BUCKETS`], then `+Inf`; not
+    /// cumulative (the encoder adds them up).
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of the observations in nanoseconds: an integer, so that adding
+    /// is one atomic instruction; it overflows after 584 years.
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    fn new() -> Latency {
+        Latency {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS.partition_point(|&le| le < seconds);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.counts)
+            .map(|(le, n)| (le, n.load(Ordering::Relaxed)))
+            .collect();
+        // The count is the buckets' sum, so `_count` and `le="+Inf"` agree
+        // even while requests are observed during the scrape.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(
+            sum,
+            count,
+            &buckets,
+            None::<&HashMap<usize, Exemplar<NoLabelSet, f64>>>,
+        )
+    }
+}
+
+/// One [`Latency`] per value of one label, all known up front (a bounded
+/// set), so an observation finds its histogram without a lock and every
+/// series is exported from the start.
+#[derive(Clone, Debug)]
+struct Histograms(Arc<HistogramsInner>);
+
+#[derive(Debug)]
+struct HistogramsInner {
+    label: &'static str,
+    values: &'static [&'static str],
+    latencies: Box<[Latency]>,
+}
+
+impl Histograms {
+    fn new(label: &'static str, values: &'static [&'static str]) -> Histograms {
+        Histograms(Arc::new(HistogramsInner {
+            label,
+            values,
+            latencies: values.iter().map(|_| Latency::new()).collect(),
+        }))
+    }
+
+    /// Observes `took` for the label value at `index` (ignored if none).
+    fn observe(&self, index: usize, took: Duration) {
+        if let Some(latency) = self.0.latencies.get(index) {
+            latency.observe(took);
+        }
+    }
+
+    fn index_of(&self, value: &str) -> Option<usize> {
+        self.0.values.iter().position(|v| *v == value)
+    }
+}
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (value, latency) in self.0.values.iter().zip(&self.0.latencies) {
+            let labels = [(self.0.label, *value)];
+            latency.encode(encoder.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// What the page's live status strip shows, as `GET /status` sends it: this
+/// instance's counts since it started, and the consumer's backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct Status {
+    /// Orders newly stored and cached.
+    pub(crate) orders_ingested: u64,
+    /// Messages dead-lettered, whatever the reason.
+    pub(crate) dead_letters: u64,
+    /// Messages in the stream not yet delivered to the consumer.
+    pub(crate) consumer_pending: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub(crate) consumer_ack_pending: u64,
+    /// Orders in the cache.
+    pub(crate) cache_orders: u64,
 }
 
 impl Default for Metrics {
@@ -153,7 +364,18 @@ impl Metrics {
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             store_errors: Counter::default(),
             inconsistent: Gauge::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            queries: Histograms::new("query", &Query::LABELS),
+            http_seconds: Histograms::new("route", &crate::http::ROUTE_LABELS),
+            pending: Gauge::default(),
+            ack_pending: Gauge::default(),
+            ready: Gauge::default(),
+            dead_letters: Counter::default(),
         };
+        for reason in REJECT_REASONS {
+            let _ = inner.rejected.get_or_create(&ReasonLabel { reason });
+        }
         let mut registry = Registry::default();
         inner.register_into(registry.sub_registry_with_prefix(PREFIX));
         Metrics {
@@ -206,6 +428,7 @@ impl Metrics {
             .rejected
             .get_or_create(&ReasonLabel { reason })
             .inc();
+        self.inner.dead_letters.inc();
     }
 
     pub(crate) fn cache(&self, snapshot: &crate::cache::Snapshot) {
@@ -214,11 +437,14 @@ impl Metrics {
         self.inner.cache_bytes.set(gauge(snapshot.json_bytes()));
     }
 
-    pub(crate) fn http(&self, route: &'static str, status: u16) {
+    pub(crate) fn http(&self, route: &'static str, status: u16, took: Duration) {
         self.inner
             .http
             .get_or_create(&HttpLabels { route, status })
             .inc();
+        if let Some(i) = self.inner.http_seconds.index_of(route) {
+            self.inner.http_seconds.observe(i, took);
+        }
     }
 
     pub(crate) fn batch(&self, size: usize, took: Duration) {
@@ -234,5 +460,128 @@ impl Metrics {
         self.inner
             .inconsistent
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A lookup found its order in the cache.
+    pub(crate) fn cache_hit(&self) {
+        self.inner.cache_hits.inc();
+    }
+
+    /// A lookup did not find its order in the cache.
+    pub(crate) fn cache_miss(&self) {
+        self.inner.cache_misses.inc();
+    }
+
+    /// A PostgreSQL query of this kind took `took`.
+    pub(crate) fn query(&self, kind: Query, took: Duration) {
+        self.inner.queries.observe(kind as usize, took);
+    }
+
+    /// The durable consumer's backlog, as JetStream reported it.
+    pub(crate) fn consumer(&self, pending: u64, ack_pending: usize) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.inner.pending.set(gauge(pending));
+        self.inner
+            .ack_pending
+            .set(gauge(u64::try_from(ack_pending).unwrap_or(u64::MAX)));
+    }
+
+    /// Whether the last readiness check passed.
+    pub(crate) fn ready(&self, ready: bool) {
+        self.inner.ready.set(i64::from(ready));
+    }
+
+    /// The numbers the page's status strip shows.
+    pub(crate) fn status(&self) -> Status {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Status {
+            orders_ingested: self.inner.ingested.get(),
+            dead_letters: self.inner.dead_letters.get(),
+            consumer_pending: count(self.inner.pending.get()),
+            consumer_ack_pending: count(self.inner.ack_pending.get()),
+            cache_orders: count(self.inner.cache_orders.get()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Metrics, Query, REJECT_REASONS};
+    use crate::model::Order;
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative_and_agree_with_count_and_sum() {
+        let metrics = Metrics::new();
+        for ms in [0.05, 3.0, 3.0, 20_000.0, 100_000.0] {
+            metrics.query(Query::Insert, Duration::from_secs_f64(ms / 1000.0));
+        }
+        let text = metrics.render();
+        let bucket = |le: &str| {
+            let series =
+                format!("order_cache_store_query_seconds_bucket{{le=\"{le}\",query=\"insert\"}}");
+            sample(&text, &series).unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+        };
+        assert_eq!(bucket("0.0001"), 1.0);
+        assert_eq!(bucket("0.0025"), 1.0);
+        assert_eq!(bucket("0.005"), 3.0);
+        assert_eq!(bucket("30.0"), 4.0);
+        assert_eq!(bucket("60.0"), 4.0);
+        assert_eq!(bucket("+Inf"), 5.0);
+        let count = r#"order_cache_store_query_seconds_count{query="insert"}"#;
+        assert_eq!(sample(&text, count), Some(5.0));
+        let sum = sample(
+            &text,
+            r#"order_cache_store_query_seconds_sum{query="insert"}"#,
+        );
+        assert!((sum.unwrap_or(0.0) - 120.00605).abs() < 1e-6, "{sum:?}");
+        // The other kinds are there from the start, at zero.
+        let ping = r#"order_cache_store_query_seconds_count{query="ping"}"#;
+        assert_eq!(sample(&text, ping), Some(0.0));
+    }
+
+    #[test]
+    fn every_rejection_reason_is_exported_from_the_start() {
+        let mut invalid: serde_json::Value =
+            serde_json::from_slice(include_bytes!("../examples/example.json")).unwrap();
+        invalid["payment"]["amount"] = (-1).into();
+        let payloads = [
+            Vec::new(),
+            vec![b' '; 2 * 1024 * 1024],
+            vec![0xff],
+            b"{".to_vec(),
+            b"{}".to_vec(),
+            serde_json::to_vec(&invalid).unwrap(),
+        ];
+        let text = Metrics::new().render();
+        for payload in payloads {
+            let reason = Order::decode(&payload).unwrap_err().reason();
+            assert!(REJECT_REASONS.contains(&reason), "{reason}");
+        }
+        for reason in REJECT_REASONS {
+            let series = format!("order_cache_orders_rejected_total{{reason=\"{reason}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+    }
+
+    #[test]
+    fn http_latency_is_recorded_by_route_and_other_routes_stay_at_zero() {
+        let metrics = Metrics::new();
+        metrics.http("/orders/{order_uid}", 200, Duration::from_micros(40));
+        let text = metrics.render();
+        let count = |route: &str| {
+            sample(
+                &text,
+                &format!("order_cache_http_request_seconds_count{{route=\"{route}\"}}"),
+            )
+        };
+        assert_eq!(count("/orders/{order_uid}"), Some(1.0));
+        assert_eq!(count("/status"), Some(0.0));
     }
 }

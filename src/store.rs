@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -16,6 +16,7 @@ use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, Simple
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::TryStreamExt;
 
+use crate::metrics::{Metrics, Query};
 use crate::model::{Delivery, Item, Order, OrderUid, Payment, Timestamp};
 use crate::schema::{deliveries, items, orders, payments};
 
@@ -179,6 +180,8 @@ pub struct Store {
     writes_failing: Arc<AtomicBool>,
     /// Kept to migrate from a runtime of its own (see [`Store::migrate`]).
     config: Arc<StoreConfig>,
+    /// Where query latencies go, if anywhere ([`Store::with_metrics`]).
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for Store {
@@ -217,7 +220,33 @@ impl Store {
             query_timeout: config.query_timeout,
             writes_failing: Arc::default(),
             config: Arc::new(config),
+            metrics: None,
         })
+    }
+
+    /// Times every query into `metrics` (`order_cache_store_query_seconds`,
+    /// by kind). Clones made afterwards share it.
+    ///
+    /// ```
+    /// use order_cache::{Metrics, Store, StoreConfig};
+    ///
+    /// let metrics = Metrics::new();
+    /// let store = Store::new(StoreConfig::new("postgres://postgres@127.0.0.1/orders"))
+    ///     .unwrap()
+    ///     .with_metrics(metrics.clone());
+    /// # let _ = store;
+    /// assert!(metrics.render().contains(r#"order_cache_store_query_seconds_count{query="insert"} 0"#));
+    /// ```
+    pub fn with_metrics(mut self, metrics: Metrics) -> Store {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records how long a query of this kind took, failed ones included.
+    fn observe(&self, kind: Query, started: Instant) {
+        if let Some(metrics) = &self.metrics {
+            metrics.query(kind, started.elapsed());
+        }
     }
 
     async fn conn(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
@@ -229,16 +258,20 @@ impl Store {
 
     async fn timed<T>(
         &self,
+        kind: Query,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.query_timeout, f)
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.query_timeout, f)
             .await
             .unwrap_or_else(|_| {
                 Err(StoreError::Unavailable(format!(
                     "no answer within {:?}",
                     self.query_timeout
                 )))
-            })
+            });
+        self.observe(kind, started);
+        result
     }
 
     /// Checks that PostgreSQL answers.
@@ -247,7 +280,7 @@ impl Store {
     ///
     /// [`StoreError::Unavailable`] when it does not.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.timed(async {
+        self.timed(Query::Ping, async {
             let mut conn = self.conn().await?;
             diesel::sql_query("SELECT 1")
                 .execute(&mut conn)
@@ -337,7 +370,7 @@ impl Store {
     }
 
     async fn insert_columns(&self, columns: Columns) -> Result<Vec<OrderUid>, StoreError> {
-        self.timed(async {
+        self.timed(Query::Insert, async {
             let mut conn = self.conn().await?;
             let rows: Vec<Inserted> = columns.query().load(&mut conn).await?;
             rows.into_iter()
@@ -375,7 +408,7 @@ impl Store {
         uids: &[OrderUid],
     ) -> Result<HashMap<OrderUid, Result<Order, StoreError>>, StoreError> {
         let ids: Vec<&str> = uids.iter().map(OrderUid::as_str).collect();
-        self.timed(async {
+        self.timed(Query::Get, async {
             let mut conn = self.conn().await?;
             // Rows are only ever inserted, each order in one statement: once
             // the order row is seen, its items are committed too, so reading
@@ -414,7 +447,14 @@ impl Store {
     /// # Errors
     ///
     /// When a query fails.
-    pub async fn scan(&self, mut f: impl FnMut(Order) + Send) -> Result<Scanned, StoreError> {
+    pub async fn scan(&self, f: impl FnMut(Order) + Send) -> Result<Scanned, StoreError> {
+        let started = Instant::now();
+        let result = self.scan_all(f).await;
+        self.observe(Query::Scan, started);
+        result
+    }
+
+    async fn scan_all(&self, mut f: impl FnMut(Order) + Send) -> Result<Scanned, StoreError> {
         let mut head_conn = self.conn().await?;
         let mut item_conn = self.conn().await?;
         // The two queries run on two connections at once, so they must read
@@ -455,7 +495,7 @@ impl Store {
     ///
     /// When the query fails.
     pub async fn recent(&self, n: i64) -> Result<Vec<OrderUid>, StoreError> {
-        self.timed(async {
+        self.timed(Query::Recent, async {
             let mut conn = self.conn().await?;
             let ids: Vec<String> = orders::table
                 .select(orders::order_uid)

@@ -168,6 +168,59 @@ async function loadRecent() {
   }
 }
 
+// The live status strip: this instance's numbers from GET status, every
+// LIVE_EVERY ms. The ingest rate is the change in the ingested count
+// between two answers, over the time between them.
+const LIVE_EVERY = 2000;
+const COUNT = new Intl.NumberFormat("en-US");
+const RATE = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
+const LIVE_FIELDS = ["orders_ingested", "dead_letters", "consumer_pending",
+  "consumer_ack_pending", "cache_orders"];
+let lastLive = null;
+
+async function fetchLive() {
+  const res = await fetch(base() + "status", { headers: { Accept: "application/json" } });
+  if (!res.ok) throw new Error("status answered " + res.status);
+  const s = await res.json();
+  if (!LIVE_FIELDS.every((f) => Number.isSafeInteger(s[f]) && s[f] >= 0)) {
+    throw new Error("status is not a set of counts");
+  }
+  return s;
+}
+
+async function loadLive() {
+  let s;
+  try {
+    s = await fetchLive();
+  } catch (e) {
+    $("live").classList.add("stale");
+    $("live-note").textContent = "Live status unavailable; retrying.";
+    $("live-note").hidden = false;
+    lastLive = null;
+    return;
+  }
+  const at = performance.now();
+  let rate = "–";
+  // A count that went down is another instance's (or a restart's): no rate.
+  if (lastLive && at > lastLive.at && s.orders_ingested >= lastLive.ingested) {
+    rate = RATE.format((s.orders_ingested - lastLive.ingested) * 1000 / (at - lastLive.at));
+  }
+  lastLive = { at, ingested: s.orders_ingested };
+  $("live").classList.remove("stale");
+  $("live-note").hidden = true;
+  $("live-rate").textContent = rate;
+  $("live-lag").textContent = COUNT.format(s.consumer_pending + s.consumer_ack_pending);
+  $("live-dead").textContent = COUNT.format(s.dead_letters);
+  $("live-cached").textContent = COUNT.format(s.cache_orders);
+  $("live-dead").parentElement.classList.toggle("warn", s.dead_letters > 0);
+}
+
+// Polls after each answer, so a slow server never has two polls at once.
+async function pollLive() {
+  await loadLive();
+  setTimeout(pollLive, LIVE_EVERY);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("lookup").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -181,4 +234,5 @@ document.addEventListener("DOMContentLoaded", () => {
   if (id !== null) show(id, false);
   loadRecent();
   setInterval(loadRecent, 2000);
+  pollLive();
 });

@@ -3,13 +3,24 @@
 //! an ordinary order, one whose text fields are HTML and script, and one
 //! whose integers are beyond what a JavaScript number holds exactly.
 //!
+//! The live status strip is checked against the service's own numbers: a
+//! dead letter is published first, and a trickle of orders when the script
+//! asks for it (it creates a file), so the strip's ingest rate has
+//! something to show.
+//!
 //! Needs `node`, `chromium` and `npm ci --prefix tests/browser`, which
 //! `.ci/run` installs; built only with the `e2e` feature. Writes the
 //! screenshots `docs/page-phone.png` and `docs/page-desktop.png`.
 
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
 use serde_json::Value;
 
-use crate::helpers::{example_order, require_tool, run_checker, spawn_app, TestDb, TestStreams};
+use crate::helpers::{
+    example_order, require_tool, run_checker, spawn_app, unique, TestDb, TestStreams,
+};
+use crate::services::temp_dir;
 
 /// The example order's own id, so the screenshots show the familiar order.
 const ORDER_ID: &str = "b563feb7b2b84b6test";
@@ -70,6 +81,29 @@ fn hostile_order() -> Value {
     order
 }
 
+/// Orders the script has published for the status strip's check.
+const LIVE_COUNT: usize = 30;
+
+/// Waits (up to 5 minutes, the whole browser run) until `signal` exists,
+/// then publishes [`LIVE_COUNT`] orders, one every 100 ms.
+async fn publish_when_asked(js: jetstream::Context, subject: String, signal: std::path::PathBuf) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !signal.exists() {
+        if Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let prefix = unique("live");
+    for i in 0..LIVE_COUNT {
+        let payload = serde_json::to_vec(&example_order(&format!("{prefix}-{i}"))).expect("json");
+        if let Ok(ack) = js.publish(subject.clone(), payload.into()).await {
+            let _ = ack.await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -100,6 +134,15 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
     app.publish_order(&big_integers_order()).await;
     let served = app.wait_for_order(BIG_ID).await;
     assert_eq!(served, big_integers_order(), "the big integers are kept");
+    app.publish(&b"not an order"[..], None).await;
+    app.dead_letters(1).await;
+    let signals = temp_dir("browser-live");
+    let signal = signals.join("publish");
+    let publisher = tokio::spawn(publish_when_asked(
+        app.js.clone(),
+        app.ingest.subject.clone(),
+        signal.clone(),
+    ));
 
     let mut command = tokio::process::Command::new(node);
     command
@@ -109,10 +152,14 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
         .env("HOSTILE_ID", HOSTILE_ID)
         .env("BIG_ID", BIG_ID)
         .env("SCREENSHOT_DIR", format!("{root}/docs"))
+        .env("LIVE_SIGNAL", &signal)
+        .env("LIVE_COUNT", LIVE_COUNT.to_string())
         .env("CHROMIUM", chromium);
     let stdout = run_checker(&mut command, "browser checks failed").await;
+    publisher.abort();
+    let _ = std::fs::remove_dir_all(&signals);
     assert!(
-        stdout.contains("10 of 10 browser checks passed"),
+        stdout.contains("12 of 12 browser checks passed"),
         "{stdout}"
     );
     app.stop().await.expect("clean stop");

@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod http;
 mod logs;
+mod observability;
 #[cfg(feature = "e2e")]
 mod openapi;
 mod pipeline;

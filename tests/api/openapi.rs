@@ -48,7 +48,7 @@ async fn the_running_service_conforms_to_its_openapi_document() {
     )
     .await;
     // Every route was exercised, and none was only ever answered 404.
-    assert!(stdout.contains("Tested: 10"), "{stdout}");
+    assert!(stdout.contains("Tested: 11"), "{stdout}");
     assert!(!stdout.contains("Missing test data"), "{stdout}");
     let _ = std::fs::remove_dir_all(&reports);
     app.stop().await.expect("clean stop");

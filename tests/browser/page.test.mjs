@@ -9,12 +9,16 @@
 //   HOSTILE_ID      an order whose text fields hold HTML and script
 //   BIG_ID          an order holding the integers in BIG below
 //   SCREENSHOT_DIR  where the screenshots go (the repository's docs/)
+//   LIVE_SIGNAL     a file to create when the server should start publishing
+//                   orders (browser.rs then publishes LIVE_COUNT, one every
+//                   100 ms), for the live status strip's check
+//   LIVE_COUNT      how many
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 //
 // Exits 0 when every check passes, 1 otherwise, naming each failure.
 
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -29,6 +33,11 @@ const HOSTILE_ID = env("HOSTILE_ID");
 const BIG_ID = env("BIG_ID");
 const SCREENSHOT_DIR = env("SCREENSHOT_DIR");
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
+const LIVE_SIGNAL = env("LIVE_SIGNAL");
+const LIVE_COUNT = Number(env("LIVE_COUNT"));
+
+// How often the page polls /status (app.js's LIVE_EVERY).
+const LIVE_EVERY_MS = 2000;
 
 const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
 const DESKTOP = { viewport: { width: 1280, height: 900 } };
@@ -39,7 +48,7 @@ function expectedRequest(url) {
   const u = new URL(url);
   if (u.origin !== new URL(BASE_URL).origin) return false;
   const path = u.pathname.slice(new URL(BASE_URL).pathname.length - 1);
-  return ["/", "/app.js", "/style.css", "/favicon.svg", "/orders"].includes(path)
+  return ["/", "/app.js", "/style.css", "/favicon.svg", "/orders", "/status"].includes(path)
     || /^\/orders\/[^/]+$/.test(path);
 }
 
@@ -359,6 +368,99 @@ check("on a phone-width screen the page fits and the order reads top to bottom",
   assert.equal(layout.itemsHeader, "none", "items are shown as labelled cards, not a wide table");
   await page.screenshot({ path: join(SCREENSHOT_DIR, "page-phone.png"), fullPage: true });
   await close();
+});
+
+async function serverStatus() {
+  const res = await fetch(new URL("status", BASE_URL));
+  assert.equal(res.status, 200, "the API serves /status");
+  return res.json();
+}
+
+// The strip's four numbers, as the page shows them.
+async function strip(page) {
+  return page.evaluate(() => Object.fromEntries(["rate", "lag", "dead", "cached"]
+    .map((k) => [k, document.getElementById(`live-${k}`).textContent])));
+}
+
+// Waits until `test(strip)` holds, polling the page; fails naming the last
+// numbers seen.
+async function stripUntil(page, what, test, timeout = 20_000) {
+  const deadline = Date.now() + timeout;
+  let seen;
+  for (;;) {
+    seen = await strip(page);
+    if (test(seen)) return seen;
+    assert.ok(Date.now() < deadline, `${what}: the strip shows ${JSON.stringify(seen)}`);
+    await page.waitForTimeout(100);
+  }
+}
+
+// Runs after the checks that expect ORDER_ID among the recent orders: the
+// orders it has published push it out of the list.
+check("the live status strip shows the service's numbers at a glance and keeps up", async (browser) => {
+  const server = await serverStatus();
+  assert.equal(server.consumer_pending + server.consumer_ack_pending, 0, "nothing waits");
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(BASE_URL);
+  // What the service says, as it says it; the rate is 0 with nothing arriving.
+  await stripUntil(page, "the service's numbers", (s) =>
+    s.cached === String(server.cache_orders) && s.dead === String(server.dead_letters)
+      && s.lag === "0" && s.rate === "0");
+  assert.ok(server.dead_letters > 0, "browser.rs dead-lettered a message");
+  const box = await page.locator("#live").boundingBox();
+  assert.ok(box && box.y + box.height <= DESKTOP.viewport.height / 3,
+    `the strip is at the top of the page (${JSON.stringify(box)})`);
+  for (const k of ["rate", "lag", "dead", "cached"]) {
+    assert.ok(await page.locator(`#live-${k}`).isVisible(), `${k} is visible`);
+  }
+  assert.match(await page.locator("#live dl div", { has: page.locator("#live-dead") }).getAttribute("class"),
+    /\bwarn\b/, "dead letters stand out");
+
+  // Orders arrive: the rate rises above 0 and the cache grows by as many.
+  writeFileSync(LIVE_SIGNAL, "publish");
+  await stripUntil(page, "a rate while orders arrive", (s) => Number(s.rate) > 0);
+  const total = server.cache_orders + LIVE_COUNT;
+  await stripUntil(page, "every order cached", (s) => s.cached === String(total), 30_000);
+  // And once they stop, the rate falls back to 0.
+  await stripUntil(page, "no rate once they stop", (s) => s.rate === "0" && s.lag === "0");
+  assert.equal((await serverStatus()).cache_orders, total);
+  await close();
+});
+
+check("the strip adds up the backlog, shows counts only, and says when the service is away", async (browser) => {
+  const { page, close } = await open(browser, DESKTOP);
+  let answer = {
+    orders_ingested: 10, dead_letters: 0, consumer_pending: 1_200_000,
+    consumer_ack_pending: 34, cache_orders: 2_500_000,
+  };
+  await page.route("**/status", (route) => answer === null
+    ? route.abort()
+    : route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(answer) }));
+  await page.goto(BASE_URL);
+  await stripUntil(page, "the backlog added up", (s) =>
+    s.lag === "1,200,034" && s.cached === "2,500,000" && s.dead === "0");
+  assert.doesNotMatch(await page.locator("#live dl div", { has: page.locator("#live-dead") }).getAttribute("class") ?? "",
+    /\bwarn\b/, "no dead letters, no warning");
+  // An answer that is not counts is not shown, even as text.
+  answer = { ...answer, cache_orders: "<img src=x onerror=\"window.__pwned = 1\">" };
+  await page.locator("#live-note").waitFor({ state: "visible" });
+  assert.equal(await page.locator("#live-cached").textContent(), "2,500,000");
+  // The service away: the strip says so and keeps its last numbers, greyed.
+  answer = null;
+  await page.waitForTimeout(LIVE_EVERY_MS + 500);
+  assert.equal(await page.locator("#live-note").textContent(), "Live status unavailable; retrying.");
+  assert.match(await page.locator("#live").getAttribute("class"), /\bstale\b/);
+  // Back: the note goes.
+  answer = { orders_ingested: 10, dead_letters: 2, consumer_pending: 0,
+    consumer_ack_pending: 0, cache_orders: 3 };
+  await stripUntil(page, "the strip back", (s) => s.cached === "3" && s.dead === "2");
+  assert.equal(await page.locator("#live-note").isVisible(), false);
+  const effects = await page.evaluate(() => ({
+    pwned: window.__pwned ?? null,
+    elements: document.querySelectorAll("#live img, #live script").length,
+  }));
+  assert.deepEqual(effects, { pwned: null, elements: 0 });
+  await close({ allow: [/^console error: Failed to load resource: net::ERR_FAILED/] });
 });
 
 const browser = await chromium.launch({
