@@ -16,6 +16,7 @@ mod observability;
 mod openapi;
 mod pipeline;
 mod review;
+mod review2;
 mod secrets;
 mod server;
 mod services;
