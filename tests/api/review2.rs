@@ -105,3 +105,127 @@ async fn shutdown_returns_although_a_client_never_reads_its_answers() {
          client left its answers unread"
     );
 }
+
+/// The dead-letter stream deleted while the service runs (an operator
+/// clearing it with `nats stream rm`): the service made it at start and
+/// makes the orders stream again when that one goes, but never this one, so
+/// every rejected message is nak'ed forever (and enough of them fill
+/// `max_ack_pending` and stop ingestion) while `/readyz` says 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_message_is_dead_lettered_or_unready_after_the_dead_letter_stream_is_deleted() {
+    use std::time::Instant;
+
+    use crate::helpers::{spawn_app, TestDb, TestStreams};
+
+    // Arrange
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = spawn_app(&db, &streams).await;
+    app.js
+        .delete_stream(&streams.config.dlq_stream)
+        .await
+        .expect("delete the dead-letter stream");
+
+    // Act
+    app.publish(&b"not an order"[..], None).await;
+
+    // Assert: within 20 s the letter is stored, or the service says it is
+    // not ready.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut dlq) = app.js.get_stream(&streams.config.dlq_stream).await {
+            if dlq.info().await.is_ok_and(|i| i.state.messages >= 1) {
+                break;
+            }
+        }
+        let ready = app.client.get("/readyz").await.map(|(s, _)| s).ok();
+        if ready.is_some_and(|s| s != 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "20 s after the dead-letter stream was deleted, a rejected message is \
+             neither dead-lettered nor reported: /readyz {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await.expect("clean stop");
+}
+
+/// `replay --delete` deletes a letter as soon as *some* stream stored its
+/// replay: with `ORDERS_SUBJECT` bound to a stream other than
+/// `ORDERS_STREAM` (a typo, another environment's stream) the letter is
+/// deleted, the order never reaches the service, and the tool even reports
+/// it as replayed into `ORDERS_STREAM`.
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_delete_keeps_a_letter_stored_in_another_stream_than_the_orders_stream() {
+    use async_nats::jetstream;
+    use order_cache::ingest::{ensure_topology, REASON_HEADER, SEQUENCE_HEADER};
+
+    use crate::helpers::{example_order, unique, TestStreams};
+
+    // Arrange: our streams, and another stream that owns another subject.
+    let ours = TestStreams::new();
+    let other = TestStreams::new();
+    let js = jetstream::new(
+        async_nats::connect(ours.nats_url.as_str())
+            .await
+            .expect("NATS"),
+    );
+    ensure_topology(&js, &ours.config)
+        .await
+        .expect("our streams");
+    ensure_topology(&js, &other.config)
+        .await
+        .expect("other streams");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(REASON_HEADER, "database");
+    headers.insert(SEQUENCE_HEADER, "1");
+    let payload = serde_json::to_vec(&example_order(&unique("r2"))).expect("json");
+    let letter = js
+        .publish_with_headers(ours.config.dlq_subject.clone(), headers, payload.into())
+        .await
+        .expect("publish letter")
+        .await
+        .expect("letter stored")
+        .sequence;
+
+    // Act: the replay goes to the other stream's subject.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_order-cache-dlq"))
+            .env("NATS_URL", &ours.nats_url)
+            .env("ORDERS_STREAM", &ours.config.stream)
+            .env("ORDERS_SUBJECT", &other.config.subject)
+            .args(["replay", &letter.to_string(), "--delete"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the tool ends")
+    .expect("run the tool");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+
+    // Assert: the letter is kept, since our orders stream did not get it.
+    let dlq = js
+        .get_stream(&ours.config.dlq_stream)
+        .await
+        .expect("dead-letter stream");
+    let kept = dlq.get_raw_message(letter).await.is_ok();
+    let ours_got = js
+        .get_stream(&ours.config.stream)
+        .await
+        .expect("orders stream")
+        .get_info()
+        .await
+        .expect("info")
+        .state
+        .messages;
+    assert!(
+        kept || ours_got > 0,
+        "letter #{letter} deleted though {} never got its replay (exit {:?}):\n{stdout}",
+        ours.config.stream,
+        out.status.code()
+    );
+}
