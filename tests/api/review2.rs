@@ -229,3 +229,59 @@ async fn replay_delete_keeps_a_letter_stored_in_another_stream_than_the_orders_s
         out.status.code()
     );
 }
+
+/// `app::run` promises that "a dependency that never answers is an error
+/// once `startup_timeout` has passed, not a hang", and every other query has
+/// `query_timeout`; the restore's scan has neither. A table locked by
+/// another session (a migration, `VACUUM FULL`, an operator's `LOCK`), or a
+/// connection that went silent, keeps the instance unready forever while
+/// `/healthz` says 200, so nothing restarts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_that_gets_no_answer_ends_the_start_instead_of_hanging() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    use order_cache::{app, AppConfig, Store, StoreConfig};
+
+    use crate::helpers::{TestDb, TestStreams};
+
+    // Arrange: a migrated database whose items table another session holds
+    // locked.
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    Store::new(StoreConfig::new(db.url.clone()))
+        .expect("store")
+        .migrate()
+        .await
+        .expect("migrate");
+    let mut locker = AsyncPgConnection::establish(&db.url)
+        .await
+        .expect("connect");
+    locker
+        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+
+    // Act
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut config = AppConfig::new(db.url.clone(), streams.nats_url.clone());
+    config.ingest = streams.config.clone();
+    config.startup_timeout = Duration::from_secs(2);
+    config.store.query_timeout = Duration::from_secs(2);
+    config.shutdown_timeout = Duration::from_secs(2);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut run = tokio::spawn(app::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let ended = tokio::time::timeout(Duration::from_secs(20), &mut run).await;
+
+    // Assert
+    let _ = locker.batch_execute("ROLLBACK").await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
+    assert!(
+        matches!(ended, Ok(Ok(Err(_)))),
+        "20 s into a restore PostgreSQL does not answer (startup and query \
+         timeouts 2 s), app::run neither failed nor finished: {ended:?}"
+    );
+}
