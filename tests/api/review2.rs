@@ -285,3 +285,26 @@ async fn a_restore_that_gets_no_answer_ends_the_start_instead_of_hanging() {
          timeouts 2 s), app::run neither failed nor finished: {ended:?}"
     );
 }
+
+/// Mounted under a prefix, `/prefix?id=…` (a link to one order) is
+/// redirected to `/prefix/` without its query: the page opens empty.
+#[tokio::test]
+async fn the_prefix_redirect_keeps_the_order_asked_for() {
+    use order_cache::{recover, routes};
+    use warp::Filter;
+
+    let api = Api::new(Cache::new(), Metrics::new(), Readiness::new());
+    let app = warp::path("shop").and(routes(api)).recover(recover);
+
+    let res = warp::test::request()
+        .path("/shop?id=b563feb7b2b84b6test")
+        .reply(&app)
+        .await;
+
+    assert_eq!(res.status(), 308);
+    assert_eq!(
+        res.headers()["location"],
+        "/shop/?id=b563feb7b2b84b6test",
+        "the redirect drops the id the link asked for"
+    );
+}
