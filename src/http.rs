@@ -460,9 +460,9 @@ fn recent(api: &Api) -> Response<Bytes> {
 
 /// The page and its assets. `/?id=…` is handled by the page's script.
 fn page() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let index = warp::path::end()
-        .and(warp::path::full())
-        .map(|full: warp::path::FullPath| {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let index = warp::path::end().and(warp::path::full()).and(query).map(
+        |full: warp::path::FullPath, query: String| {
             // Mounted under a prefix, `/prefix` must become `/prefix/` so
             // the page's relative URLs resolve inside the prefix.
             if full.as_str().ends_with('/') {
@@ -472,13 +472,19 @@ fn page() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
                 if location.starts_with("//") {
                     location = "/".into();
                 }
+                // `/prefix?id=…` is a link to one order: keep what it asks.
+                if !query.is_empty() {
+                    location.push('?');
+                    location.push_str(&query);
+                }
                 Response::builder()
                     .status(StatusCode::PERMANENT_REDIRECT)
                     .header(header::LOCATION, location)
                     .body(Bytes::new())
                     .unwrap_or_default()
             }
-        });
+        },
+    );
     let js = warp::path("app.js")
         .and(warp::path::end())
         .map(|| static_reply(APP_JS, "text/javascript; charset=utf-8"));

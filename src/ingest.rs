@@ -810,6 +810,7 @@ impl Ingestor {
             }
             acks.push((message, letter.reason, publish));
         }
+        let mut failed = false;
         for (message, reason, publish) in acks {
             let stored = match publish {
                 Ok(ack) => ack.await.map(|_| ()).map_err(async_nats::Error::from),
@@ -823,7 +824,16 @@ impl Ingestor {
                 Err(e) => {
                     warn!(error = %e, "cannot dead-letter; will retry");
                     ack(message, AckKind::Nak(Some(self.backoff(message)))).await;
+                    failed = true;
                 }
+            }
+        }
+        if failed {
+            // The dead-letter stream may have been deleted (a natural way
+            // to empty it): make it again, or every rejected message would
+            // be nak'ed forever and, at max_ack_pending, stop ingestion.
+            if let Err(e) = ensure_topology(&self.js, &self.config).await {
+                warn!(error = %e, "cannot set up the streams again");
             }
         }
     }

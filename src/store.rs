@@ -426,7 +426,7 @@ impl Store {
                 .load(&mut conn)
                 .await?;
             let mut assembler = Assembler::default();
-            let mut lines = futures::stream::iter(lines.into_iter().map(Ok));
+            let mut lines = futures::stream::iter(lines.into_iter().map(Ok::<_, StoreError>));
             let mut orders = HashMap::with_capacity(heads.len());
             for head in heads {
                 let order = assembler.assemble_with(head, &mut lines).await?;
@@ -474,7 +474,8 @@ impl Store {
                     snapshot.id
                 ))
                 .await?;
-            let scanned = merge(&mut head_conn, &mut item_conn, &mut f).await?;
+            let scanned =
+                merge(&mut head_conn, &mut item_conn, &mut f, self.query_timeout).await?;
             head_conn.batch_execute("COMMIT").await?;
             item_conn.batch_execute("COMMIT").await?;
             Ok(scanned)
@@ -576,7 +577,7 @@ impl Assembler {
         lines: &mut S,
     ) -> Result<Result<Order, StoreError>, StoreError>
     where
-        S: futures::Stream<Item = Result<ItemRow, diesel::result::Error>> + Unpin,
+        S: futures::Stream<Item = Result<ItemRow, StoreError>> + Unpin,
     {
         if !self.started {
             self.started = true;
@@ -607,19 +608,47 @@ fn order_uid_of(order: &Result<Order, StoreError>) -> &str {
     }
 }
 
+/// `rows`, failing when none arrives for `quiet`: a restore of many orders
+/// may take long, but a scan that stops answering (a lock, a silent
+/// connection) must end the start rather than hang it.
+fn deadline<T, S>(rows: S, quiet: Duration) -> impl futures::Stream<Item = Result<T, StoreError>>
+where
+    S: futures::Stream<Item = Result<T, diesel::result::Error>>,
+{
+    futures::stream::unfold(Box::pin(rows), move |mut rows| async move {
+        use futures::StreamExt;
+        match tokio::time::timeout(quiet, rows.next()).await {
+            Ok(Some(row)) => Some((row.map_err(StoreError::from), rows)),
+            Ok(None) => None,
+            Err(_) => Some((Err(silent(quiet)), rows)),
+        }
+    })
+}
+
+fn silent(quiet: Duration) -> StoreError {
+    StoreError::Unavailable(format!("no row within {quiet:?}"))
+}
+
 /// Streams orders (joined with delivery and payment) and items, both sorted
 /// by id, and hands `f` each whole order.
 async fn merge(
     head_conn: &mut AsyncPgConnection,
     item_conn: &mut AsyncPgConnection,
     f: &mut (impl FnMut(Order) + Send),
+    quiet: Duration,
 ) -> Result<Scanned, StoreError> {
-    let (heads, lines) = futures::try_join!(
-        heads_query().load_stream::<Head>(head_conn),
-        items_query().load_stream::<ItemRow>(item_conn),
-    )?;
-    let mut heads = std::pin::pin!(heads);
-    let mut lines = std::pin::pin!(lines);
+    let starts = async {
+        futures::try_join!(
+            heads_query().load_stream::<Head>(head_conn),
+            items_query().load_stream::<ItemRow>(item_conn),
+        )
+        .map_err(StoreError::from)
+    };
+    let (heads, lines) = tokio::time::timeout(quiet, starts)
+        .await
+        .map_err(|_| silent(quiet))??;
+    let mut heads = std::pin::pin!(deadline(heads, quiet));
+    let mut lines = std::pin::pin!(deadline(lines, quiet));
     let mut assembler = Assembler::default();
     let mut scanned = Scanned::default();
     while let Some(head) = heads.try_next().await? {

@@ -537,6 +537,18 @@ async fn settle(
     if ack.duplicate {
         return Ok(Outcome::Duplicate(id));
     }
+    // The subject may belong to another stream (a typo, another
+    // environment's): the service never sees such a replay, so the letter
+    // must stay.
+    if ack.stream != tool.orders_stream {
+        anyhow::bail!(
+            "letter #{seq} was published to {subject} but stored in stream {} #{}, not in {}: \
+             kept; check ORDERS_SUBJECT",
+            ack.stream,
+            ack.sequence,
+            tool.orders_stream
+        );
+    }
     if delete {
         tool.dlq.delete_message(seq).await.with_context(|| {
             format!(
