@@ -1,6 +1,7 @@
 //! Publishes orders to JetStream so the pipeline can be watched:
 //! `cargo run --example producer -- --help`.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,7 +41,8 @@ struct Args {
     /// Publish a garbage message after every K orders.
     #[arg(long)]
     invalid_every: Option<u64>,
-    /// Print only a summary, not every message.
+    /// Print only a summary, not a line per message (or, on a terminal, a
+    /// running count).
     #[arg(long)]
     quiet: bool,
     /// Create this stream (and the service's consumer) first if missing, so
@@ -94,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
     let mut pending: Vec<Pending> = Vec::new();
     let mut sent = 0u64;
     let mut garbage = 0usize;
+    let mut progress = Progress::new(args.quiet);
     while args.count.is_none_or(|n| sent < n) {
         ticker.tick().await;
         if let Some(k) = args.invalid_every {
@@ -109,9 +112,7 @@ async fn main() -> anyhow::Result<()> {
                     &mut pending,
                 )
                 .await;
-                if !args.quiet {
-                    println!("garbage: {}", String::from_utf8_lossy(payload));
-                }
+                progress.garbage(garbage, payload);
             }
         }
         let uid = nuid::next().to_string();
@@ -128,16 +129,87 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
         sent += 1;
-        if !args.quiet {
-            println!("{}", String::from_utf8_lossy(&payload));
-        }
+        progress.order(sent, garbage, &uid);
         if pending.len() >= 256 || period >= Duration::from_millis(100) {
             confirm(&js, &args.orders_subject, &mut pending).await;
         }
     }
     confirm(&js, &args.orders_subject, &mut pending).await;
+    progress.finish(sent, garbage);
     eprintln!("published {sent} orders and {garbage} garbage messages");
     Ok(())
+}
+
+/// What is printed per message: a short line each, or on a terminal one
+/// line counting them, rewritten in place, so what was printed before (the
+/// page's address) stays on the screen at any rate.
+struct Progress {
+    quiet: bool,
+    terminal: bool,
+    drawn: Option<std::time::Instant>,
+}
+
+impl Progress {
+    /// Redrawing the count more often than this only costs the terminal.
+    const REDRAW: Duration = Duration::from_millis(100);
+
+    fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            terminal: std::io::stdout().is_terminal(),
+            drawn: None,
+        }
+    }
+
+    fn order(&mut self, sent: u64, garbage: usize, uid: &str) {
+        if self.quiet {
+            return;
+        }
+        if !self.terminal {
+            println!("order {sent} published: {uid}");
+            return;
+        }
+        if self.drawn.is_none_or(|at| at.elapsed() >= Self::REDRAW) {
+            self.drawn = Some(std::time::Instant::now());
+            self.draw(sent, garbage, uid);
+        }
+    }
+
+    fn garbage(&self, garbage: usize, payload: &[u8]) {
+        if !self.quiet && !self.terminal {
+            println!(
+                "garbage {garbage} published: {:?}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+    }
+
+    /// Ends the count's line, showing the final numbers.
+    fn finish(&self, sent: u64, garbage: usize) {
+        if !self.quiet && self.terminal && self.drawn.is_some() {
+            self.draw(sent, garbage, "");
+            println!();
+        }
+    }
+
+    fn draw(&self, sent: u64, garbage: usize, uid: &str) {
+        let mut out = std::io::stdout().lock();
+        // \r and "erase to the end of the line": the count replaces itself.
+        let _ = write!(out, "\r\x1b[Korders published: {sent}, garbage: {garbage}");
+        if !uid.is_empty() {
+            let _ = write!(out, " (last {uid})");
+        }
+        let _ = out.flush();
+    }
+}
+
+/// A problem worth a line of its own, also when the count is on the screen.
+fn warn(message: std::fmt::Arguments<'_>) {
+    if std::io::stdout().is_terminal() {
+        // Starts a fresh line under the count; the count redraws below it.
+        println!();
+    }
+    eprintln!("{message}");
 }
 
 /// A publish waiting for JetStream's ack, with what is needed to resend it.
@@ -180,7 +252,7 @@ async fn publish(
                 return;
             }
             Err(e) => {
-                eprintln!("publish failed ({e}); retrying in 1 s");
+                warn(format_args!("publish failed ({e}); retrying in 1 s"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -195,7 +267,7 @@ async fn confirm(js: &jetstream::Context, subject: &str, pending: &mut Vec<Pendi
         for mut p in pending.drain(..) {
             if let Some(ack) = p.ack.take() {
                 if let Err(e) = ack.await {
-                    eprintln!("publish not confirmed ({e}); re-sending");
+                    warn(format_args!("publish not confirmed ({e}); re-sending"));
                     failed.push(p);
                 }
             }

