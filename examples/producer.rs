@@ -186,7 +186,9 @@ impl Traces {
             provider = provider.with_batch_exporter(exporter);
         }
         let mut resource = Resource::builder();
-        if !set("OTEL_SERVICE_NAME") {
+        let named =
+            std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+        if !set("OTEL_SERVICE_NAME") && !named {
             resource = resource.with_service_name("order-cache-producer");
         }
         let provider = provider.with_resource(resource.build()).build();
