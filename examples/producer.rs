@@ -66,6 +66,7 @@ const GARBAGE: &[&[u8]] = &[
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let traces = Traces::from_env()?;
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let template: Value = serde_json::from_str(&text).context("the template is not JSON")?;
@@ -104,10 +105,12 @@ async fn main() -> anyhow::Result<()> {
                 let payload = GARBAGE[garbage % GARBAGE.len()];
                 garbage += 1;
                 let id = format!("garbage-{}", nuid::next());
+                let mut headers = headers(Some(&id));
+                let _span = traces.start(&args.orders_subject, &mut headers);
                 publish(
                     &js,
                     &args.orders_subject,
-                    Some(&id),
+                    headers,
                     Bytes::from_static(payload),
                     &mut pending,
                 )
@@ -120,14 +123,18 @@ async fn main() -> anyhow::Result<()> {
         order["order_uid"] = Value::String(uid.clone());
         order["payment"]["transaction"] = Value::String(uid.clone());
         let payload = serde_json::to_vec(&order)?;
-        publish(
-            &js,
-            &args.orders_subject,
-            Some(&uid),
-            payload.clone().into(),
-            &mut pending,
-        )
-        .await;
+        {
+            let mut headers = headers(Some(&uid));
+            let _span = traces.start(&args.orders_subject, &mut headers);
+            publish(
+                &js,
+                &args.orders_subject,
+                headers,
+                payload.clone().into(),
+                &mut pending,
+            )
+            .await;
+        }
         sent += 1;
         progress.order(sent, garbage, &uid);
         if pending.len() >= 256 || period >= Duration::from_millis(100) {
@@ -137,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
     confirm(&js, &args.orders_subject, &mut pending).await;
     progress.finish(sent, garbage);
     eprintln!("published {sent} orders and {garbage} garbage messages");
+    traces.shutdown();
     Ok(())
 }
 
@@ -212,9 +220,98 @@ fn warn(message: std::fmt::Arguments<'_>) {
     eprintln!("{message}");
 }
 
+/// Each message's W3C trace context. With feature `otel` it is a `send`
+/// span's, exported when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector;
+/// without, fresh ids nothing records (flags `00`), which still tie a dead
+/// letter to the message it came from.
+struct Traces {
+    #[cfg(feature = "otel")]
+    provider: opentelemetry_sdk::trace::SdkTracerProvider,
+    #[cfg(feature = "otel")]
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+}
+
+/// A message's span, ended when dropped.
+#[cfg(feature = "otel")]
+type Span = opentelemetry_sdk::trace::Span;
+#[cfg(not(feature = "otel"))]
+struct Span;
+
+impl Traces {
+    #[cfg(not(feature = "otel"))]
+    fn from_env() -> anyhow::Result<Traces> {
+        Ok(Traces {})
+    }
+
+    #[cfg(feature = "otel")]
+    fn from_env() -> anyhow::Result<Traces> {
+        use opentelemetry::trace::TracerProvider;
+        use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
+
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        let mut provider = SdkTracerProvider::builder();
+        if set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build()
+                .context("cannot set up the OTLP trace exporter")?;
+            provider = provider.with_batch_exporter(exporter);
+        }
+        let mut resource = Resource::builder();
+        let named =
+            std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+        if !set("OTEL_SERVICE_NAME") && !named {
+            resource = resource.with_service_name("order-cache-producer");
+        }
+        let provider = provider.with_resource(resource.build()).build();
+        Ok(Traces {
+            tracer: provider.tracer("order-cache-producer"),
+            provider,
+        })
+    }
+
+    /// Starts a message's span and writes its context into `headers`.
+    #[cfg(feature = "otel")]
+    fn start(&self, subject: &str, headers: &mut async_nats::HeaderMap) -> Span {
+        use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer};
+        use opentelemetry::{Context, KeyValue};
+
+        let span = self
+            .tracer
+            .span_builder(format!("send {subject}"))
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.destination.name", subject.to_owned()),
+            ])
+            .start(&self.tracer);
+        let cx = Context::new().with_remote_span_context(span.span_context().clone());
+        order_cache::trace::inject(&cx, headers);
+        span
+    }
+
+    #[cfg(not(feature = "otel"))]
+    fn start(&self, _subject: &str, headers: &mut async_nats::HeaderMap) -> Span {
+        let trace_id = rand::random::<u128>().max(1);
+        let span_id = rand::random::<u64>().max(1);
+        let traceparent = format!("00-{trace_id:032x}-{span_id:016x}-00");
+        headers.insert(order_cache::trace::TRACEPARENT, traceparent.as_str());
+        Span
+    }
+
+    /// Exports the spans still queued.
+    fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("cannot export the last spans: {e}");
+        }
+    }
+}
+
 /// A publish waiting for JetStream's ack, with what is needed to resend it.
 struct Pending {
-    msg_id: Option<String>,
+    headers: async_nats::HeaderMap,
     payload: Bytes,
     ack: Option<jetstream::context::PublishAckFuture>,
 }
@@ -234,18 +331,18 @@ fn headers(msg_id: Option<&str>) -> async_nats::HeaderMap {
 async fn publish(
     js: &jetstream::Context,
     subject: &str,
-    msg_id: Option<&str>,
+    headers: async_nats::HeaderMap,
     payload: Bytes,
     pending: &mut Vec<Pending>,
 ) {
     loop {
         match js
-            .publish_with_headers(subject.to_owned(), headers(msg_id), payload.clone())
+            .publish_with_headers(subject.to_owned(), headers.clone(), payload.clone())
             .await
         {
             Ok(ack) => {
                 pending.push(Pending {
-                    msg_id: msg_id.map(str::to_owned),
+                    headers,
                     payload,
                     ack: Some(ack),
                 });
@@ -277,7 +374,7 @@ async fn confirm(js: &jetstream::Context, subject: &str, pending: &mut Vec<Pendi
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         for p in failed {
-            publish(js, subject, p.msg_id.as_deref(), p.payload, pending).await;
+            publish(js, subject, p.headers, p.payload, pending).await;
         }
     }
 }

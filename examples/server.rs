@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use order_cache::trace::Tracer;
 use order_cache::{app, server, AppConfig, IngestConfig, ServerConfig, StoreConfig};
 
 // The ingest path allocates and frees many large, short-lived buffers (one
@@ -115,6 +116,7 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 fn serve(s: Settings) -> anyhow::Result<()> {
+    let traces = Traces::from_env(s.batch_size)?;
     let mut store = StoreConfig::new(s.database_url);
     store.max_connections = s.database_max_connections;
     let config = AppConfig {
@@ -127,6 +129,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             consumer: s.orders_consumer,
             dlq_subject: s.orders_dlq_subject,
             batch_size: s.batch_size,
+            tracer: traces.tracer(),
             ..IngestConfig::default()
         },
         startup_timeout: Duration::from_secs(s.startup_timeout),
@@ -157,12 +160,81 @@ fn serve(s: Settings) -> anyhow::Result<()> {
         runtime.worker_threads(n.max(1));
     }
     let runtime = runtime.enable_all().build()?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let listener =
             listen(s.listen_addr).with_context(|| format!("cannot listen on {}", s.listen_addr))?;
         app::run(listener, config, shutdown_signal()).await?;
         Ok(())
-    })
+    });
+    traces.shutdown();
+    served
+}
+
+/// The OpenTelemetry trace pipeline (feature `otel`): on when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
+/// names a collector; the exporter reads the other `OTEL_*` settings itself.
+#[derive(Default)]
+struct Traces {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Traces {
+    #[cfg(not(feature = "otel"))]
+    fn from_env(_batch_size: usize) -> anyhow::Result<Traces> {
+        Ok(Traces::default())
+    }
+
+    #[cfg(feature = "otel")]
+    fn from_env(batch_size: usize) -> anyhow::Result<Traces> {
+        use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
+
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            return Ok(Traces::default());
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .context("cannot set up the OTLP trace exporter")?;
+        let mut resource = Resource::builder();
+        let named =
+            std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+        if !set("OTEL_SERVICE_NAME") && !named {
+            resource = resource.with_service_name("order-cache");
+        }
+        let mut provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build());
+        // A batch span links every message of the batch; the SDK would keep
+        // only 128 of them.
+        if !set("OTEL_SPAN_LINK_COUNT_LIMIT") {
+            let links = u32::try_from(batch_size).unwrap_or(u32::MAX).max(128);
+            provider = provider.with_max_links_per_span(links);
+        }
+        tracing::info!("exporting traces with OTLP");
+        Ok(Traces {
+            provider: Some(provider.build()),
+        })
+    }
+
+    fn tracer(&self) -> Tracer {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = &self.provider {
+            return Tracer::new(provider);
+        }
+        Tracer::default()
+    }
+
+    /// Exports the spans still queued.
+    fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!(error = %e, "cannot export the last spans");
+            }
+        }
+    }
 }
 
 /// Binds `addr` with a listen backlog of 4,096 (the kernel caps it at

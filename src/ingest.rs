@@ -19,6 +19,7 @@ use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::model::{Order, OrderUid};
 use crate::store::Store;
+use crate::trace::Tracer;
 
 /// Header of a dead letter that gives the short reason (`syntax`, `shape`,
 /// `invalid`, `database`, ...).
@@ -88,6 +89,9 @@ pub struct IngestConfig {
     /// How long the server remembers `Nats-Msg-Id`s to drop re-published
     /// duplicates.
     pub duplicate_window: Duration,
+    /// Where the spans of each batch and database write go
+    /// ([`trace`](crate::trace)); off by default.
+    pub tracer: Tracer,
 }
 
 impl Default for IngestConfig {
@@ -105,6 +109,7 @@ impl Default for IngestConfig {
             retry_delay: Duration::from_millis(250),
             max_retry_delay: Duration::from_secs(5),
             duplicate_window: Duration::from_secs(120),
+            tracer: Tracer::default(),
         }
     }
 }
@@ -595,7 +600,12 @@ impl Ingestor {
             return Outcome::Done;
         }
         let started = Instant::now();
-        let outcome = self.keep_alive(&messages, self.handle(&messages)).await;
+        let work = self.keep_alive(&messages, self.handle(&messages));
+        let outcome = self
+            .config
+            .tracer
+            .batch(&self.config, &messages, work)
+            .await;
         self.metrics.batch(messages.len(), started.elapsed());
         outcome
     }
@@ -747,7 +757,8 @@ impl Ingestor {
         let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
         pending.push(0..orders.len());
         while let Some(range) = pending.pop() {
-            match self.store.insert(&orders[range.clone()]).await {
+            let insert = self.store.insert(&orders[range.clone()]);
+            match self.config.tracer.insert(range.len(), insert).await {
                 Ok(ids) => {
                     stored
                         .fresh
@@ -801,11 +812,13 @@ impl Ingestor {
             );
             let size = message.payload.len();
             let mut publish = self
-                .publish_letter(&letter, seq, size, message.payload.clone())
+                .publish_letter(&letter, message, seq, size, message.payload.clone())
                 .await;
             if let Err(e) = &publish {
                 if e.kind() == PublishErrorKind::MaxPayloadExceeded {
-                    publish = self.publish_letter(&letter, seq, size, Bytes::new()).await;
+                    publish = self
+                        .publish_letter(&letter, message, seq, size, Bytes::new())
+                        .await;
                 }
             }
             acks.push((message, letter.reason, publish));
@@ -839,10 +852,12 @@ impl Ingestor {
     }
 
     /// Publishes one letter carrying `payload`; when that is not the whole
-    /// original (`size` bytes), the letter says so and points at it.
+    /// original (`size` bytes), the letter says so and points at it. The
+    /// letter keeps the original's trace context.
     async fn publish_letter(
         &self,
         letter: &DeadLetter,
+        original: &Message,
         seq: u64,
         size: usize,
         payload: Bytes,
@@ -855,6 +870,7 @@ impl Ingestor {
         if payload.len() != size {
             headers.insert(PAYLOAD_OMITTED_HEADER, size.to_string().as_str());
         }
+        crate::trace::keep_context(original.headers.as_ref(), &mut headers);
         // Redelivery of the same bad message must not be dead-lettered
         // twice.
         headers.insert(

@@ -15,6 +15,8 @@
 //!   health and metrics.
 //! - [`redact`]: connection strings with their passwords and tokens hidden,
 //!   for everything the service prints.
+//! - [`trace`]: W3C trace context carried through ingestion; with feature
+//!   `otel`, OpenTelemetry spans per batch and per database write.
 //! - [`server::serve`] ([`server`]): serves such a filter over HTTP/1.1
 //!   with header and idle timeouts and a cap on open connections.
 //! - [`app::run`]: all of them wired together, as `examples/server.rs` runs
@@ -72,6 +74,7 @@ pub mod redact;
 mod schema;
 pub mod server;
 pub mod store;
+pub mod trace;
 
 pub use app::{AppConfig, AppError};
 pub use cache::Cache;

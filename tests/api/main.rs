@@ -21,3 +21,5 @@ mod secrets;
 mod server;
 mod services;
 mod store;
+#[cfg(feature = "otel")]
+mod trace;
