@@ -88,6 +88,9 @@ pub struct IngestConfig {
     /// How long the server remembers `Nats-Msg-Id`s to drop re-published
     /// duplicates.
     pub duplicate_window: Duration,
+    /// Copies JetStream keeps of each stream it creates (`num_replicas`):
+    /// 3 on a cluster of three or more lets the streams survive a node.
+    pub replicas: usize,
 }
 
 impl Default for IngestConfig {
@@ -105,6 +108,7 @@ impl Default for IngestConfig {
             retry_delay: Duration::from_millis(250),
             max_retry_delay: Duration::from_secs(5),
             duplicate_window: Duration::from_secs(120),
+            replicas: 1,
         }
     }
 }
@@ -219,6 +223,7 @@ pub async fn ensure_topology(
             subjects: vec![config.subject.clone()],
             storage: stream::StorageType::File,
             duplicate_window: config.duplicate_window,
+            num_replicas: config.replicas,
             ..Default::default()
         })
         .await
@@ -228,6 +233,7 @@ pub async fn ensure_topology(
         subjects: vec![config.dlq_subject.clone()],
         storage: stream::StorageType::File,
         duplicate_window: config.duplicate_window,
+        num_replicas: config.replicas,
         ..Default::default()
     })
     .await
