@@ -51,6 +51,9 @@ struct Settings {
     /// Subject rejected messages are published to (kept in stream `<ORDERS_STREAM>_DLQ`).
     #[arg(long, env = "ORDERS_DLQ_SUBJECT", default_value = "orders.dlq")]
     orders_dlq_subject: String,
+    /// Copies JetStream keeps of the streams it creates (3 on a NATS cluster survives a node).
+    #[arg(long, env = "ORDERS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    orders_replicas: u64,
     /// Most messages stored in one transaction.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 1000)]
     batch_size: usize,
@@ -130,6 +133,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             dlq_subject: s.orders_dlq_subject,
             batch_size: s.batch_size,
             tracer: traces.tracer(),
+            replicas: usize::try_from(s.orders_replicas).unwrap_or(1),
             ..IngestConfig::default()
         },
         startup_timeout: Duration::from_secs(s.startup_timeout),

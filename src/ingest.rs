@@ -92,6 +92,9 @@ pub struct IngestConfig {
     /// Where the spans of each batch and database write go
     /// ([`trace`](crate::trace)); off by default.
     pub tracer: Tracer,
+    /// Copies JetStream keeps of each stream it creates (`num_replicas`):
+    /// 3 on a cluster of three or more lets the streams survive a node.
+    pub replicas: usize,
 }
 
 impl Default for IngestConfig {
@@ -110,6 +113,7 @@ impl Default for IngestConfig {
             max_retry_delay: Duration::from_secs(5),
             duplicate_window: Duration::from_secs(120),
             tracer: Tracer::default(),
+            replicas: 1,
         }
     }
 }
@@ -224,6 +228,7 @@ pub async fn ensure_topology(
             subjects: vec![config.subject.clone()],
             storage: stream::StorageType::File,
             duplicate_window: config.duplicate_window,
+            num_replicas: config.replicas,
             ..Default::default()
         })
         .await
@@ -233,6 +238,7 @@ pub async fn ensure_topology(
         subjects: vec![config.dlq_subject.clone()],
         storage: stream::StorageType::File,
         duplicate_window: config.duplicate_window,
+        num_replicas: config.replicas,
         ..Default::default()
     })
     .await

@@ -176,6 +176,122 @@ impl OwnPostgres {
     }
 }
 
+impl OwnPostgres {
+    /// A streaming standby of `primary`, started: a base backup taken with
+    /// `pg_basebackup -R` (so it streams from `primary` and stays read-only
+    /// until promoted), reporting itself to the primary as `name`, the name
+    /// `synchronous_standby_names` refers to.
+    pub fn standby_of(primary: &OwnPostgres, name: &str) -> OwnPostgres {
+        let dir = temp_dir("order-cache-pg-standby");
+        let status = pg_command("pg_basebackup")
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args(["-U", "postgres", "-X", "stream", "-R", "-c", "fast"])
+            .args(["-d", &format!("application_name={name}")])
+            .arg("-D")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_basebackup");
+        assert!(status.success(), "pg_basebackup failed");
+        // PostgreSQL refuses a data directory others may read; the backup
+        // went into one made with the usual mode.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod the standby's data directory");
+        }
+        let standby = OwnPostgres {
+            dir,
+            port: free_port(),
+        };
+        standby.resume();
+        standby
+    }
+
+    /// `pg_ctl promote`: a standby stops following its primary and takes
+    /// writes. Returns once it does.
+    pub fn promote(&self) {
+        let status = pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-w", "-t", "20", "promote"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl promote");
+        assert!(status.success(), "pg_ctl promote failed");
+    }
+
+    /// Runs one SQL statement with `psql` (outside a transaction block, as
+    /// `ALTER SYSTEM` needs) and returns what it printed, unaligned.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let output = pg_command("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U", "postgres", "-d", db, "-X", "-q", "-t", "-A", "-c", sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            output.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+/// A primary and a streaming standby of the test's own, replicating
+/// synchronously: a commit returns only once the standby has its WAL, so
+/// nothing acknowledged is lost when the standby is promoted.
+pub struct OwnPostgresPair {
+    pub primary: OwnPostgres,
+    pub standby: OwnPostgres,
+}
+
+/// The name the standby gives itself (`application_name`), which the
+/// primary's `synchronous_standby_names` names.
+const STANDBY_NAME: &str = "standby";
+
+impl OwnPostgresPair {
+    /// Starts a primary with database `db`, a standby of it, and makes the
+    /// standby synchronous; returns once the primary reports it so.
+    pub fn start(db: &str) -> OwnPostgresPair {
+        let primary = OwnPostgres::start();
+        primary.create_database(db);
+        let standby = OwnPostgres::standby_of(&primary, STANDBY_NAME);
+        // Set after the base backup, so the standby does not inherit it: once
+        // promoted, it would wait on every commit for a standby it does not
+        // have.
+        primary.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'"),
+        );
+        primary.psql("postgres", "SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while primary.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+        ) != "1"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the standby never became synchronous"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        OwnPostgresPair { primary, standby }
+    }
+
+    /// Both hosts, primary first, with `target_session_attrs=read-write`:
+    /// the client connects to whichever takes writes.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+            self.primary.port, self.standby.port
+        )
+    }
+}
+
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
         self.stop_immediate();
@@ -260,6 +376,152 @@ impl OwnNats {
 impl Drop for OwnNats {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A JetStream cluster of the test's own: nats-servers named `n1`, `n2`, …
+/// on loopback, each with its own client port, route port and storage,
+/// routed to each other.
+pub struct OwnNatsCluster {
+    dir: PathBuf,
+    nodes: Vec<ClusterNode>,
+}
+
+struct ClusterNode {
+    name: String,
+    port: u16,
+    route_port: u16,
+    child: Option<Child>,
+}
+
+impl OwnNatsCluster {
+    /// Starts `size` nodes; returns once each accepts clients (JetStream
+    /// may still be electing its leader: see [`OwnNatsCluster::wait_jetstream`]).
+    pub fn start(size: usize) -> OwnNatsCluster {
+        let mut cluster = OwnNatsCluster {
+            dir: temp_dir("order-cache-nats-cluster"),
+            nodes: (1..=size)
+                .map(|i| ClusterNode {
+                    name: format!("n{i}"),
+                    port: free_port(),
+                    route_port: free_port(),
+                    child: None,
+                })
+                .collect(),
+        };
+        for i in 0..size {
+            cluster.resume(i);
+        }
+        cluster
+    }
+
+    /// Every node's client URL, comma separated (as `NATS_URL` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node whose server name is `name` (as JetStream names a leader).
+    pub fn node_named(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Starts node `i` (again) on the same ports and storage.
+    pub fn resume(&mut self, i: usize) {
+        let routes = self
+            .nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.route_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let node = &self.nodes[i];
+        let store = self.dir.join(&node.name);
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &node.port.to_string()])
+            .args(["--server_name", &node.name, "-js", "-sd"])
+            .arg(&store)
+            .args(["--cluster_name", "order-cache-test"])
+            .args([
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", node.route_port),
+            ])
+            .args(["--routes", &routes])
+            .arg("-l")
+            .arg(self.dir.join(format!("{}.log", node.name)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server");
+        let port = node.port;
+        self.nodes[i].child = Some(child);
+        wait_for_port(port, true, Duration::from_secs(20));
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        wait_for_port(self.nodes[i].port, false, Duration::from_secs(20));
+    }
+
+    /// Waits until the cluster can place a stream on every node (its meta
+    /// leader is elected and knows each peer): a probe stream with one
+    /// replica per node is created and deleted.
+    pub async fn wait_jetstream(&self, js: &async_nats::jetstream::Context, within: Duration) {
+        let deadline = Instant::now() + within;
+        let probe = async_nats::jetstream::stream::Config {
+            name: "CLUSTER_PROBE".into(),
+            subjects: vec!["cluster.probe".into()],
+            num_replicas: self.nodes.len(),
+            ..Default::default()
+        };
+        loop {
+            match js.create_stream(probe.clone()).await {
+                Ok(_) => {
+                    let _ = js.delete_stream("CLUSTER_PROBE").await;
+                    return;
+                }
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "JetStream cluster not ready: {e}\n{}",
+                    self.logs()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last lines of every node's log, to explain a failure.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let log = std::fs::read_to_string(self.dir.join(format!("{}.log", n.name)))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- {}:\n{}", n.name, tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for OwnNatsCluster {
+    fn drop(&mut self) {
+        // No waiting on ports here: a panic in a drop during a panic aborts.
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
