@@ -305,26 +305,32 @@ fn consumer_differences(
             out.push(format!("{name}: found {found}, need {wanted}"));
         }
     };
-    check(
-        "ack_policy",
-        format!("{:?}", found.ack_policy),
-        format!("{:?}", wanted.ack_policy),
-    );
-    check(
-        "deliver_policy",
-        format!("{:?}", found.deliver_policy),
-        format!("{:?}", wanted.deliver_policy),
-    );
-    check(
-        "ack_wait",
-        format!("{:?}", found.ack_wait),
-        format!("{:?}", wanted.ack_wait),
-    );
-    check(
-        "filter_subject",
-        format!("{:?}", found.filter_subject),
-        format!("{:?}", wanted.filter_subject),
-    );
+    let debug = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    for (name, f, w) in [
+        (
+            "ack_policy",
+            debug(&found.ack_policy),
+            debug(&wanted.ack_policy),
+        ),
+        (
+            "deliver_policy",
+            debug(&found.deliver_policy),
+            debug(&wanted.deliver_policy),
+        ),
+        ("ack_wait", debug(&found.ack_wait), debug(&wanted.ack_wait)),
+        (
+            "filter_subject",
+            debug(&found.filter_subject),
+            debug(&wanted.filter_subject),
+        ),
+        (
+            "replay_policy",
+            debug(&found.replay_policy),
+            debug(&wanted.replay_policy),
+        ),
+    ] {
+        check(name, f, w);
+    }
     // -1 and 0 both mean "no limit" to the server.
     let unlimited = |n: i64| if n <= 0 { -1 } else { n };
     check(
@@ -346,11 +352,6 @@ fn consumer_differences(
         "headers_only",
         found.headers_only.to_string(),
         "false".into(),
-    );
-    check(
-        "replay_policy",
-        format!("{:?}", found.replay_policy),
-        format!("{:?}", wanted.replay_policy),
     );
     // Limits on a pull request: one below what this service asks for makes
     // the server refuse every pull, and nothing is consumed.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use order_cache::ingest::{
     ensure_topology, PAYLOAD_OMITTED_HEADER, REASON_HEADER, SEQUENCE_HEADER, SOURCE_STREAM_HEADER,
@@ -13,8 +13,8 @@ use order_cache::{app, Cache, IngestError, Store, StoreConfig, StoreError};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    admin_url, assert_all_served, eventually, example, example_order, execute_at, metric,
-    publish_orders, spawn_app, unique, TestApp, TestDb, TestStreams,
+    admin_url, assert_all_served, consumer_made_by_hand, eventually, example, example_order,
+    execute_at, metric, publish_orders, spawn_app, unique, TestApp, TestDb, TestStreams,
 };
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
@@ -427,31 +427,18 @@ async fn a_rejected_payload_at_the_brokers_limit_is_dead_lettered_and_recoverabl
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_made_with_other_settings_is_updated_or_refused() {
-    let streams = TestStreams::new();
-    let client = async_nats::connect(streams.nats_url.as_str())
-        .await
-        .unwrap();
-    let js = jetstream::new(client);
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: streams.config.stream.clone(),
-            subjects: vec![streams.config.subject.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     // Made by hand: gives up after 3 deliveries, waits 5 s for acks.
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(streams.config.consumer.clone()),
-            ack_policy: AckPolicy::Explicit,
-            filter_subject: streams.config.subject.clone(),
-            max_deliver: 3,
-            ack_wait: Duration::from_secs(5),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let streams = TestStreams::new();
+    consumer_made_by_hand(&streams, |c| {
+        c.max_deliver = 3;
+        c.ack_wait = Duration::from_secs(5);
+    })
+    .await;
+    let js = jetstream::new(
+        async_nats::connect(streams.nats_url.as_str())
+            .await
+            .unwrap(),
+    );
     let mut consumer = ensure_topology(&js, &streams.config).await.unwrap();
     let info = consumer.info().await.unwrap();
     assert!(
@@ -463,24 +450,7 @@ async fn a_consumer_made_with_other_settings_is_updated_or_refused() {
 
     // A setting JetStream cannot change: refuse to start, saying which.
     let other = TestStreams::new();
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: other.config.stream.clone(),
-            subjects: vec![other.config.subject.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(other.config.consumer.clone()),
-            ack_policy: AckPolicy::Explicit,
-            deliver_policy: DeliverPolicy::New,
-            filter_subject: other.config.subject.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    consumer_made_by_hand(&other, |c| c.deliver_policy = DeliverPolicy::New).await;
     let err = ensure_topology(&js, &other.config).await.unwrap_err();
     assert!(
         matches!(&err, IngestError::ConsumerMismatch { differences, .. }

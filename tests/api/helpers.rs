@@ -535,3 +535,34 @@ pub async fn assert_all_served(client: &reqwest_lite::Client, uids: &[String], f
         &failures[..failures.len().min(5)]
     );
 }
+
+/// Creates the orders stream and a durable consumer with `tweak` applied,
+/// as someone else (another version, an operator) might have.
+pub async fn consumer_made_by_hand(
+    streams: &TestStreams,
+    tweak: impl FnOnce(&mut async_nats::jetstream::consumer::pull::Config),
+) {
+    let client = async_nats::connect(streams.nats_url.as_str())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: streams.config.stream.clone(),
+            subjects: vec![streams.config.subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut config = async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(streams.config.consumer.clone()),
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        filter_subject: streams.config.subject.clone(),
+        ack_wait: streams.config.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: i64::try_from(streams.config.batch_size * 20).unwrap(),
+        ..Default::default()
+    };
+    tweak(&mut config);
+    stream.create_consumer(config).await.unwrap();
+}

@@ -7,14 +7,14 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
+use async_nats::jetstream;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use order_cache::{app, AppConfig, AppError};
 use tokio::sync::oneshot;
 
 use crate::helpers::{
-    assert_all_served, eventually, publish_orders, reqwest_lite, spawn_app, unique, TestDb,
-    TestStreams,
+    assert_all_served, consumer_made_by_hand, eventually, publish_orders, reqwest_lite, spawn_app,
+    unique, TestDb, TestStreams,
 };
 use crate::services::server_bin;
 
@@ -110,34 +110,6 @@ async fn all_handled(js: &jetstream::Context, streams: &TestStreams, within: Dur
         (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
     })
     .await;
-}
-
-/// Creates the orders stream and a durable consumer with `tweak` applied,
-/// as someone else (another version, an operator) might have.
-async fn consumer_made_by_hand(streams: &TestStreams, tweak: impl FnOnce(&mut pull::Config)) {
-    let client = async_nats::connect(streams.nats_url.as_str())
-        .await
-        .unwrap();
-    let js = jetstream::new(client);
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: streams.config.stream.clone(),
-            subjects: vec![streams.config.subject.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut config = pull::Config {
-        durable_name: Some(streams.config.consumer.clone()),
-        ack_policy: AckPolicy::Explicit,
-        filter_subject: streams.config.subject.clone(),
-        ack_wait: streams.config.ack_wait,
-        max_deliver: -1,
-        max_ack_pending: i64::try_from(streams.config.batch_size * 20).unwrap(),
-        ..Default::default()
-    };
-    tweak(&mut config);
-    stream.create_consumer(config).await.unwrap();
 }
 
 /// An existing consumer with `headers_only` delivers empty payloads; the
