@@ -586,13 +586,15 @@ impl Ingestor {
         // (it fails the pull instead), so the limit leaves room for the
         // largest message the server accepts.
         let max_payload = self.js.client().server_info().max_payload;
-        let max_bytes = self.config.max_batch_bytes.max(2 * max_payload + 64 * 1024);
+        let max_bytes = (self.config.max_batch_bytes * IN_FLIGHT).max(2 * max_payload + 64 * 1024);
         Ok(consumer
             .stream()
-            // One batch's worth at a time: with the batches in flight and
-            // the one waiting for a slot (both kept alive), what sits
-            // unseen in the client's buffer stays small.
-            .max_messages_per_batch(self.config.batch_size)
+            // Two batches' worth, so the next batch is on its way while
+            // one is written: with one, ingest fell to 0.73x of the
+            // database's ceiling. Messages collected into a batch are kept
+            // alive (in flight, or waiting for a slot); what waits unseen
+            // in the client's buffer waits at most about one batch.
+            .max_messages_per_batch(self.config.batch_size * IN_FLIGHT)
             .max_bytes_per_batch(max_bytes)
             .expires(expires)
             .heartbeat(expires / 3)
