@@ -6,34 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use order_cache::{router, server, Api, Cache, Metrics, Readiness, ServerConfig};
+use order_cache::{Api, Cache, Metrics, Readiness, ServerConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 
 use crate::helpers::reqwest_lite;
 
-/// `serve` in this process on a free port with `config`; its address, its
-/// stop switch and its task.
-fn serve_here(
-    config: ServerConfig,
-) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    let api = Api::new(Cache::new(), Metrics::new(), Readiness::new());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(server::serve(
-        listener,
-        warp::service(router(api)),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    (addr, stop, handle)
-}
+use crate::server::serve_in_process as serve_here;
 
 /// A client that pipelines many requests for a 10 KB answer and never reads
 /// one: once the socket buffers are full the server's write waits forever.

@@ -347,7 +347,7 @@ async fn slow_and_idle_clients_neither_starve_new_ones_nor_stay_open() {
 
 /// Serves the real router with `config` in process; stops when the sender
 /// is dropped or sent to.
-fn serve_in_process(
+pub(crate) fn serve_in_process(
     config: ServerConfig,
 ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
