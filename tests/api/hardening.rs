@@ -13,8 +13,9 @@ use order_cache::{app, Cache, IngestError, Store, StoreConfig, StoreError};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    admin_url, assert_all_served, consumer_made_by_hand, eventually, example, example_order,
-    execute_at, metric, publish_orders, spawn_app, unique, TestApp, TestDb, TestStreams,
+    admin_url, all_handled, assert_all_served, consumer_made_by_hand, eventually, example,
+    example_order, execute_at, metric, publish_orders, spawn_app, unique, TestApp, TestDb,
+    TestStreams,
 };
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
@@ -408,19 +409,7 @@ async fn a_rejected_payload_at_the_brokers_limit_is_dead_lettered_and_recoverabl
     // And the messages behind it went on.
     assert_all_served(&app.client, &after, true).await;
     // Terminated, not retried: nothing stays pending.
-    eventually(Duration::from_secs(10), "no message pending", || async {
-        let mut consumer: jetstream::consumer::PullConsumer = app
-            .js
-            .get_stream(&streams.config.stream)
-            .await
-            .ok()?
-            .get_consumer(&streams.config.consumer)
-            .await
-            .ok()?;
-        let info = consumer.info().await.ok()?;
-        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
-    })
-    .await;
+    all_handled(&app.js, &streams, Duration::from_secs(10)).await;
     assert_eq!(dead_letter_count(&app).await, 1);
     app.stop().await.unwrap();
 }

@@ -566,3 +566,19 @@ pub async fn consumer_made_by_hand(
     tweak(&mut config);
     stream.create_consumer(config).await.unwrap();
 }
+
+/// Waits until the consumer has nothing pending or unacknowledged.
+pub async fn all_handled(js: &jetstream::Context, streams: &TestStreams, within: Duration) {
+    eventually(within, "every message handled", || async {
+        let mut consumer: jetstream::consumer::PullConsumer = js
+            .get_stream(&streams.config.stream)
+            .await
+            .ok()?
+            .get_consumer(&streams.config.consumer)
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await;
+}

@@ -13,8 +13,8 @@ use order_cache::{app, AppConfig, AppError};
 use tokio::sync::oneshot;
 
 use crate::helpers::{
-    assert_all_served, consumer_made_by_hand, eventually, publish_orders, reqwest_lite, spawn_app,
-    unique, TestDb, TestStreams,
+    all_handled, assert_all_served, consumer_made_by_hand, eventually, publish_orders,
+    reqwest_lite, spawn_app, unique, TestDb, TestStreams,
 };
 use crate::services::server_bin;
 
@@ -94,22 +94,6 @@ fn a_query_password_with_an_at_sign_is_refused_before_the_server_sees_it() {
     let text = failed_start(&url, "nats://127.0.0.1:1");
     let leaks = leaked_lines(&text);
     assert!(leaks.is_empty(), "password printed:\n{}", leaks.join("\n"));
-}
-
-/// Waits until the consumer has nothing pending or unacknowledged.
-async fn all_handled(js: &jetstream::Context, streams: &TestStreams, within: Duration) {
-    eventually(within, "every message handled", || async {
-        let mut consumer: jetstream::consumer::PullConsumer = js
-            .get_stream(&streams.config.stream)
-            .await
-            .ok()?
-            .get_consumer(&streams.config.consumer)
-            .await
-            .ok()?;
-        let info = consumer.info().await.ok()?;
-        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
-    })
-    .await;
 }
 
 /// An existing consumer with `headers_only` delivers empty payloads; the
