@@ -333,7 +333,7 @@ pub async fn restore(store: &Store, cache: &Cache) -> Result<Scanned, StoreError
         Ok(built) => built,
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => return Err(StoreError::Unavailable(format!("restore cancelled: {e}"))),
+            Err(_) => return Err(StoreError::Stopped),
         },
     };
     cache.merge(built);

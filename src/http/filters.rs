@@ -1,0 +1,110 @@
+//! Which request each route takes. The method is checked after the path, in
+//! every route, so that a path nobody serves is 404 whatever the method,
+//! and 405 means the path exists.
+
+use std::convert::Infallible;
+
+use serde::Deserialize;
+use warp::{Filter, Rejection, Reply};
+
+use super::handlers::{self, APP_JS, FAVICON_SVG, OPENAPI_YAML, STYLE_CSS};
+use super::reply::static_reply;
+use super::Api;
+
+/// GET, and HEAD for the same routes (hyper drops the body of a HEAD answer).
+fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
+}
+
+fn with_api(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clone {
+    warp::any().map(move || api.clone())
+}
+
+/// `GET /orders/{order_uid}`, the id being the whole rest of the path, and
+/// `GET /orders`, the recent list. `/orders/` is an empty id, not the list.
+pub(super) fn orders(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path("orders")
+        .and(get_or_head())
+        .and(with_api(api))
+        .and(warp::path::full())
+        .and(warp::path::tail())
+        .then(handlers::orders_path)
+}
+
+#[derive(Deserialize)]
+struct IdQuery {
+    id: Option<String>,
+}
+
+/// `GET /getOrder?id={order_uid}`.
+pub(super) fn get_order(
+    api: Api,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path("getOrder")
+        .and(warp::path::end())
+        .and(get_or_head())
+        .and(warp::query::<IdQuery>())
+        .and(with_api(api))
+        .then(|q: IdQuery, api: Api| async move {
+            handlers::order(&api, q.id.as_deref().unwrap_or("")).await
+        })
+}
+
+/// The page and its assets. `/?id=…` is handled by the page's script.
+pub(super) fn page() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let index = warp::path::end()
+        .and(warp::path::full())
+        .and(query)
+        .map(handlers::index);
+    let asset = |name: &'static str, body: &'static str, content_type: &'static str| {
+        warp::path(name)
+            .and(warp::path::end())
+            .map(move || static_reply(body, content_type))
+    };
+    index
+        .or(asset("app.js", APP_JS, "text/javascript; charset=utf-8"))
+        .unify()
+        .or(asset("style.css", STYLE_CSS, "text/css; charset=utf-8"))
+        .unify()
+        .or(asset("favicon.svg", FAVICON_SVG, "image/svg+xml"))
+        .unify()
+        .or(asset("openapi.yaml", OPENAPI_YAML, "application/yaml"))
+        .unify()
+        .and(get_or_head())
+}
+
+/// `GET /healthz`.
+pub(super) fn healthz() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path("healthz")
+        .and(warp::path::end())
+        .and(get_or_head())
+        .map(handlers::healthz)
+}
+
+/// `GET /readyz`.
+pub(super) fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path("readyz")
+        .and(warp::path::end())
+        .and(get_or_head())
+        .and(with_api(api))
+        .then(handlers::readyz)
+}
+
+/// `GET /metrics`.
+pub(super) fn metrics(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path("metrics")
+        .and(warp::path::end())
+        .and(get_or_head())
+        .and(with_api(api))
+        .then(handlers::metrics)
+}
+
+/// `GET /status`.
+pub(super) fn status(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path("status")
+        .and(warp::path::end())
+        .and(get_or_head())
+        .and(with_api(api))
+        .map(handlers::status)
+}

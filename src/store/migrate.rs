@@ -1,0 +1,63 @@
+//! The schema's migrations, embedded in the binary and applied at start.
+
+use diesel::sql_types::Int8;
+use diesel_async::{AsyncMigrationHarness, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::error::{DatabaseError, StoreError};
+use super::{Store, StoreConfig};
+
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+impl Store {
+    /// Applies pending migrations. Safe to call from several processes at
+    /// once: an advisory lock lets one at a time through.
+    ///
+    /// The migration harness blocks its thread, which only a multi-threaded
+    /// tokio runtime allows; on any other runtime the migrations run on a
+    /// thread and runtime of their own, with a connection of their own.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Migration`] when a migration fails.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+            return self.migrate_here().await;
+        }
+        let config = StoreConfig::clone(&self.config);
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let migrated = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Migration(DatabaseError::new(e)))
+                .and_then(|rt| rt.block_on(async { Store::new(config)?.migrate_here().await }));
+            let _ = done.send(migrated);
+        });
+        result
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Migration(DatabaseError::new(e))))
+    }
+
+    async fn migrate_here(&self) -> Result<(), StoreError> {
+        const LOCK: i64 = 0x6f72_6465_725f_6361; // "order_ca"
+        let mut conn = self.conn().await?;
+        diesel::sql_query("SELECT pg_advisory_lock($1)")
+            .bind::<Int8, _>(LOCK)
+            .execute(&mut conn)
+            .await?;
+        let mut harness = AsyncMigrationHarness::new(conn);
+        let result = harness
+            .run_pending_migrations(MIGRATIONS)
+            .map(|_| ())
+            .map_err(|e| StoreError::Migration(DatabaseError::new(e)));
+        let mut conn = harness.into_inner();
+        diesel::sql_query("SELECT pg_advisory_unlock($1)")
+            .bind::<Int8, _>(LOCK)
+            .execute(&mut conn)
+            .await?;
+        result
+    }
+}
