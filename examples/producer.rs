@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let template: Value = serde_json::from_str(&text).context("the template is not JSON")?;
-    let nats_url = order_cache::redact::NatsUrl::parse(&args.nats_url);
+    let nats_url = order_cache::NatsUrl::parse(&args.nats_url);
     let client = nats_url
         .connect(async_nats::ConnectOptions::new())
         .await
@@ -79,7 +79,6 @@ async fn main() -> anyhow::Result<()> {
     if let Some(stream) = &args.ensure_stream {
         let config = order_cache::IngestConfig {
             stream: stream.clone(),
-            dlq_stream: format!("{stream}_DLQ"),
             subject: args.orders_subject.clone(),
             dlq_subject: args.orders_dlq_subject.clone(),
             ..order_cache::IngestConfig::default()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use order_cache::trace::Tracer;
-use order_cache::{app, server, AppConfig, IngestConfig, ServerConfig, StoreConfig};
+use order_cache::{app, server, AppConfig, IngestConfig, Report, ServerConfig, StoreConfig};
 
 // The ingest path allocates and frees many large, short-lived buffers (one
 // bind array per column per batch); glibc's allocator spent about 40% of the
@@ -99,23 +99,9 @@ fn main() {
     // A fatal error is a log line like any other (JSON when asked), then
     // exit status 1.
     if let Err(e) = serve(s) {
-        tracing::error!(error = %describe(&e), "server cannot run");
+        tracing::error!(error = %Report(e.as_ref()), "server cannot run");
         std::process::exit(1);
     }
-}
-
-/// The error and its causes, each said once (the crate's errors already
-/// include their cause in their message).
-fn describe(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !out.contains(&cause) {
-            out.push_str(": ");
-            out.push_str(&cause);
-        }
-    }
-    out
 }
 
 fn serve(s: Settings) -> anyhow::Result<()> {
@@ -126,7 +112,6 @@ fn serve(s: Settings) -> anyhow::Result<()> {
         store,
         nats_url: s.nats_url,
         ingest: IngestConfig {
-            dlq_stream: format!("{}_DLQ", s.orders_stream),
             stream: s.orders_stream,
             subject: s.orders_subject,
             consumer: s.orders_consumer,

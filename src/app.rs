@@ -1,22 +1,30 @@
-//! The whole service wired together: what `examples/server.rs` runs, and
-//! what the integration tests spawn.
+//! The whole service wired together: [`Service`] connects the pieces and
+//! hands back what a host mounts and runs; [`run`] is all of it behind one
+//! listener, as `examples/server.rs` and the integration tests run it.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tracing::{info, warn};
+use warp::{Filter, Rejection, Reply};
 
-use crate::cache::{Cache, Snapshot};
+use crate::backoff::retry_until;
+use crate::cache::Cache;
 use crate::health::Readiness;
-use crate::http::{router, Api};
+use crate::http::{router, routes, Api};
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
 use crate::metrics::Metrics;
-use crate::model::Order;
 use crate::redact::{redact_database_url, NatsUrl};
+use crate::report::Report;
+use crate::restore::restore;
 use crate::server::{serve, ServerConfig};
-use crate::store::{Scanned, Store, StoreConfig, StoreError};
+use crate::store::{Store, StoreConfig, StoreError};
+
+/// How long to wait between attempts to reach PostgreSQL or NATS at start.
+const START_RETRY: Duration = Duration::from_millis(500);
 
 /// Everything [`run`] needs to know.
 ///
@@ -98,7 +106,7 @@ pub enum AppError {
         url: String,
     },
     /// PostgreSQL did not answer within the start-up timeout.
-    #[error("cannot reach PostgreSQL at {url} within {timeout:?}: {source}")]
+    #[error("cannot reach PostgreSQL at {url} within {timeout:?}")]
     Postgres {
         /// The URL, password redacted.
         url: String,
@@ -112,7 +120,7 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// NATS did not answer within the start-up timeout.
-    #[error("cannot reach NATS at {url} within {timeout:?}: {source}")]
+    #[error("cannot reach NATS at {url} within {timeout:?}")]
     Nats {
         /// The server list, passwords and tokens redacted.
         url: String,
@@ -125,6 +133,226 @@ pub enum AppError {
     /// The streams or consumer could not be set up.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+}
+
+/// Builds a [`Service`]: the settings, and optionally a [`Metrics`] or
+/// [`Cache`] the host already holds (to register the metrics in its own
+/// registry, or to share the cache). Nothing happens until
+/// [`ServiceBuilder::connect`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until connected"]
+pub struct ServiceBuilder {
+    config: AppConfig,
+    metrics: Option<Metrics>,
+    cache: Option<Cache>,
+}
+
+impl ServiceBuilder {
+    /// Count into these metrics, e.g. ones registered in the host's own
+    /// registry with [`Metrics::register`].
+    pub fn metrics(mut self, metrics: Metrics) -> ServiceBuilder {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Cache into this cache instead of a new one.
+    pub fn cache(mut self, cache: Cache) -> ServiceBuilder {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Connects to PostgreSQL and NATS (trying again until
+    /// `startup_timeout`), applies the migrations and sets up the streams
+    /// and the durable consumer. It starts no task: the service runs in
+    /// [`Service::run`].
+    ///
+    /// # Errors
+    ///
+    /// [`AppError`] when a dependency cannot be reached or set up in time.
+    /// NATS, if it was reached, is drained before the error returns.
+    pub async fn connect(self) -> Result<Service, AppError> {
+        let config = self.config;
+        let deadline = Instant::now() + config.startup_timeout;
+        if crate::redact::database_url_is_misread(&config.store.database_url) {
+            return Err(AppError::MisreadDatabaseUrl {
+                url: redact_database_url(&config.store.database_url),
+            });
+        }
+        let metrics = self.metrics.unwrap_or_default();
+        let cache = self.cache.unwrap_or_default();
+        let store = Store::new(config.store.clone())?.with_metrics(metrics.clone());
+        retry_until(deadline, START_RETRY, "PostgreSQL", || store.ping())
+            .await
+            .map_err(|source| AppError::Postgres {
+                url: redact_database_url(&config.store.database_url),
+                timeout: config.startup_timeout,
+                source,
+            })?;
+        store.migrate().await?;
+        let nats = connect_nats(&config, deadline).await?;
+        let ingestor = Ingestor::new(
+            async_nats::jetstream::new(nats.clone()),
+            store.clone(),
+            cache.clone(),
+            metrics.clone(),
+            config.ingest.clone(),
+        )
+        .await;
+        let ingestor = match ingestor {
+            Ok(ingestor) => ingestor,
+            Err(e) => {
+                close_nats(&nats, config.shutdown_timeout).await;
+                return Err(e.into());
+            }
+        };
+        let readiness = Readiness::new()
+            .with_store(store.clone())
+            .with_nats(nats.clone());
+        let api =
+            Api::new(cache.clone(), metrics.clone(), readiness.clone()).with_store(store.clone());
+        Ok(Service {
+            config,
+            store,
+            cache,
+            metrics,
+            readiness,
+            nats,
+            ingestor,
+            api,
+        })
+    }
+}
+
+/// The service's parts, connected and set up: the routes to mount, and
+/// [`Service::run`] to restore the cache and consume orders.
+///
+/// # Examples
+///
+/// A host mounting the routes at its root, beside its own, with the
+/// crate's metrics in its own registry:
+///
+/// ```no_run
+/// use order_cache::prometheus_client::registry::Registry;
+/// use order_cache::{recover, server, AppConfig, Metrics, Service, ServerConfig};
+/// use warp::Filter;
+///
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut registry = Registry::default();
+/// let metrics = Metrics::new();
+/// metrics.register(&mut registry);
+///
+/// let config = AppConfig::new("postgres://postgres@127.0.0.1/orders", "nats://127.0.0.1:4222");
+/// let service = Service::builder(config).metrics(metrics).connect().await?;
+///
+/// let hello = warp::path("hello").map(|| "hello from the host");
+/// let app = hello.or(service.routes()).recover(recover);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let http = tokio::spawn(server::serve(
+///     listener,
+///     warp::service(app),
+///     ServerConfig::default(),
+///     async { stopped.await.ok(); },
+/// ));
+///
+/// // Restores the cache (the routes answer 503 on /readyz until then),
+/// // then consumes orders until ctrl-c.
+/// service.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+/// let _ = stop.send(());
+/// http.await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Service {
+    config: AppConfig,
+    store: Store,
+    cache: Cache,
+    metrics: Metrics,
+    readiness: Readiness,
+    nats: async_nats::Client,
+    ingestor: Ingestor,
+    api: Api,
+}
+
+impl Service {
+    /// A builder with these settings.
+    pub fn builder(config: AppConfig) -> ServiceBuilder {
+        ServiceBuilder {
+            config,
+            metrics: None,
+            cache: None,
+        }
+    }
+
+    /// What the routes serve from, to build them yourself with
+    /// [`routes`](crate::routes) or [`router`](crate::router).
+    pub fn api(&self) -> Api {
+        self.api.clone()
+    }
+
+    /// The routes alone, to mount beside the host's own and end with
+    /// [`recover`](crate::recover): see [`routes`](crate::routes).
+    pub fn routes(&self) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+        routes(self.api())
+    }
+
+    /// The cache the service fills.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The PostgreSQL store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// What `/readyz` reports.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Restores the cache from PostgreSQL, marks the service ready, then
+    /// consumes orders until `shutdown` completes (a shutdown during the
+    /// restore ends it at once). On the way out it finishes and
+    /// acknowledges the batches in flight, waits until NATS has the acks
+    /// (up to `shutdown_timeout`) and drains the connection, whether the
+    /// run succeeded or not.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Store`] when the restore fails.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let shutdown = shutdown.shared();
+        let restored = tokio::select! {
+            biased;
+            () = shutdown.clone() => None,
+            r = restore(&self.store, &self.cache) => Some(r),
+        };
+        let result = match restored {
+            Some(Ok(scanned)) => {
+                self.metrics.cache(&self.cache.snapshot());
+                self.metrics.inconsistent(scanned.inconsistent);
+                self.readiness.mark_restored();
+                info!(orders = scanned.orders, "cache restored; consuming");
+                self.ingestor.run(shutdown).await;
+                Ok(())
+            }
+            Some(Err(e)) => Err(AppError::from(e)),
+            None => Ok(()),
+        };
+        close_nats(&self.nats, self.config.shutdown_timeout).await;
+        result
+    }
 }
 
 /// Runs the service until `shutdown` completes: connects to PostgreSQL and
@@ -185,205 +413,49 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     let shutdown = shutdown.shared();
-    let deadline = Instant::now() + config.startup_timeout;
-
-    if crate::redact::database_url_is_misread(&config.store.database_url) {
-        return Err(AppError::MisreadDatabaseUrl {
-            url: redact_database_url(&config.store.database_url),
-        });
-    }
-    let metrics = Metrics::new();
-    let store = Store::new(config.store.clone())?.with_metrics(metrics.clone());
-    wait_for_postgres(&store, &config, deadline).await?;
-    store.migrate().await?;
-    let nats = connect_nats(&config, deadline).await?;
-    let js = async_nats::jetstream::new(nats.clone());
-
-    let cache = Cache::new();
-    let ingestor = Ingestor::new(
-        js,
-        store.clone(),
-        cache.clone(),
-        metrics.clone(),
-        config.ingest.clone(),
-    )
-    .await?;
-
-    let readiness = Readiness::new()
-        .with_store(store.clone())
-        .with_nats(nats.clone());
-    let api = Api::new(cache.clone(), metrics.clone(), readiness.clone()).with_store(store.clone());
+    let (http, shutdown_timeout) = (config.http.clone(), config.shutdown_timeout);
+    let service = Service::builder(config).connect().await?;
     let addr = listener
         .local_addr()
         .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string());
     let mut server = tokio::spawn(serve(
         listener,
-        warp::service(router(api)),
-        config.http.clone(),
+        warp::service(router(service.api())),
+        http,
         shutdown.clone(),
     ));
     info!(%addr, "listening");
 
-    let restored = tokio::select! {
-        biased;
-        () = shutdown.clone() => None,
-        r = restore(&store, &cache) => Some(r),
-    };
-    let result = match restored {
-        Some(Ok(scanned)) => {
-            metrics.cache(&cache.snapshot());
-            metrics.inconsistent(scanned.inconsistent);
-            readiness.mark_restored();
-            info!(orders = scanned.orders, "cache restored; consuming");
-            ingestor.run(shutdown.clone()).await;
-            Ok(())
-        }
-        Some(Err(e)) => Err(AppError::from(e)),
-        None => Ok(()),
-    };
-
+    let result = service.run(shutdown).await;
     info!("shutting down");
     if result.is_err() {
         // A failed start stops what it started: nothing keeps listening
         // for a service that will not run.
         server.abort();
         let _ = (&mut server).await;
-    } else if tokio::time::timeout(config.shutdown_timeout, &mut server)
+    } else if tokio::time::timeout(shutdown_timeout, &mut server)
         .await
         .is_err()
     {
         warn!("open HTTP connections did not close in time; closing them");
         server.abort();
     }
-    // The last batch's acks may still sit in the client's write buffer:
-    // flush waits until the server has them (drain only queues a command
-    // and returns, and the connection dies with the process), so a clean
-    // stop leaves nothing committed for redelivery.
-    match tokio::time::timeout(config.shutdown_timeout, nats.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "NATS flush failed; unsent acks mean redeliveries"),
-        Err(_) => warn!("NATS flush timed out; unsent acks mean redeliveries"),
-    }
-    if let Err(e) = nats.drain().await {
-        warn!(error = %e, "NATS drain failed");
-    }
     result
 }
 
-/// Fills `cache` with every stored order and the recent list. An order whose
-/// rows do not add up is logged and counted in [`Scanned::inconsistent`],
-/// and left to be answered from PostgreSQL with a clear error; the others
-/// restore exactly.
-///
-/// Decoding rows (on this task) and serialising and indexing the orders (on
-/// a blocking thread) overlap; each is seconds of CPU for a million orders.
-/// The orders are published in one swap: built on a map nobody else shares,
-/// each insert is in place, where publishing in chunks would make every
-/// chunk copy the nodes the previous snapshot still shares. Nothing is
-/// published when the scan fails.
-///
-/// # Examples
-///
-/// ```no_run
-/// use order_cache::{app, Cache, Store, StoreConfig};
-///
-/// # #[tokio::main(flavor = "multi_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = Store::new(StoreConfig::new("postgres://postgres@127.0.0.1/orders"))?;
-/// let cache = Cache::new();
-/// let restored = app::restore(&store, &cache).await?;
-/// assert_eq!(cache.len(), restored.orders);
-/// # Ok(())
-/// # }
-/// ```
-///
-/// # Errors
-///
-/// When PostgreSQL fails during the scan.
-pub async fn restore(store: &Store, cache: &Cache) -> Result<Scanned, StoreError> {
-    /// Orders handed over at a time, and chunks queued at most.
-    const CHUNK: usize = 1024;
-    const QUEUED: usize = 4;
-    let started = Instant::now();
-    let (chunks, queue) = std::sync::mpsc::sync_channel::<Vec<Order>>(QUEUED);
-    let builder = tokio::task::spawn_blocking(move || {
-        Snapshot::build(
-            queue
-                .into_iter()
-                .flatten()
-                .map(|order| (order.order_uid.clone(), order.to_json())),
-        )
-    });
-    let mut chunk = Vec::with_capacity(CHUNK);
-    let scanned = store
-        .scan(|order| {
-            chunk.push(order);
-            if chunk.len() == CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                hand_over(&chunks, full);
-            }
-        })
-        .await;
-    hand_over(&chunks, chunk);
-    drop(chunks);
-    let built = builder.await;
-    let scanned = scanned?;
-    // A panic there is a bug here: surface it as if it had happened inline.
-    let built = match built {
-        Ok(built) => built,
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => return Err(StoreError::Stopped),
-        },
-    };
-    cache.merge(built);
-    cache.set_recent(store.recent(crate::cache::RECENT as i64).await?);
-    info!(
-        orders = scanned.orders,
-        inconsistent = scanned.inconsistent,
-        took = ?started.elapsed(),
-        "restored cache from PostgreSQL"
-    );
-    Ok(scanned)
-}
-
-/// Sends a chunk to the restore thread, waiting while its queue is full:
-/// the thread does not depend on the runtime, so waiting cannot deadlock,
-/// and on a multi-threaded runtime the wait lets this worker's other tasks
-/// move to another worker. A thread that died is reported when joined.
-fn hand_over(chunks: &std::sync::mpsc::SyncSender<Vec<Order>>, chunk: Vec<Order>) {
-    if chunk.is_empty() {
-        return;
-    }
-    let send = || {
-        let _ = chunks.send(chunk);
-    };
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(send),
-        _ => send(),
-    }
-}
-
-async fn wait_for_postgres(
-    store: &Store,
-    config: &AppConfig,
-    deadline: Instant,
-) -> Result<(), AppError> {
-    loop {
-        match store.ping().await {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(AppError::Postgres {
-                    url: redact_database_url(&config.store.database_url),
-                    timeout: config.startup_timeout,
-                    source: e,
-                })
-            }
-            Err(e) => {
-                warn!(error = %e, "waiting for PostgreSQL");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+/// Waits until NATS has everything sent (the last batch's acks may still
+/// sit in the client's write buffer, and a clean stop must leave nothing
+/// committed for redelivery), then drains the connection.
+async fn close_nats(nats: &async_nats::Client, timeout: Duration) {
+    match tokio::time::timeout(timeout, nats.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(error = %Report(&e), "NATS flush failed; unsent acks mean redeliveries")
         }
+        Err(_) => warn!("NATS flush timed out; unsent acks mean redeliveries"),
+    }
+    if let Err(e) = nats.drain().await {
+        warn!(error = %Report(&e), "NATS drain failed");
     }
 }
 
@@ -393,27 +465,18 @@ async fn connect_nats(
 ) -> Result<async_nats::Client, AppError> {
     // Credentials go to the client apart from the addresses, which it logs.
     let nats_url = NatsUrl::parse(&config.nats_url);
-    loop {
-        let attempt = nats_url
-            .connect(
-                async_nats::ConnectOptions::new()
-                    .name("order_cache")
-                    .connection_timeout(Duration::from_secs(2)),
-            )
-            .await;
-        match attempt {
-            Ok(client) => return Ok(client),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(AppError::Nats {
-                    url: nats_url.to_string(),
-                    timeout: config.startup_timeout,
-                    source: e,
-                })
-            }
-            Err(e) => {
-                warn!(error = %e, "waiting for NATS");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
+    let connect = || {
+        nats_url.connect(
+            async_nats::ConnectOptions::new()
+                .name("order_cache")
+                .connection_timeout(Duration::from_secs(2)),
+        )
+    };
+    retry_until(deadline, START_RETRY, "NATS", connect)
+        .await
+        .map_err(|source| AppError::Nats {
+            url: nats_url.to_string(),
+            timeout: config.startup_timeout,
+            source,
+        })
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::model::{Order, OrderUid};
 
 /// How many recent ids a snapshot remembers, for the web page's list.
-pub const RECENT: usize = 20;
+pub(crate) const RECENT: usize = 20;
 
 /// Every known order's response bytes, keyed by id. Cheap to clone: clones
 /// share the same cache.

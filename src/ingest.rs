@@ -15,9 +15,11 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tracing::{debug, warn};
 
+use crate::backoff::Backoff;
 use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::model::{Order, OrderUid};
+use crate::report::Report;
 use crate::store::Store;
 use crate::trace::Tracer;
 
@@ -50,12 +52,12 @@ pub const PAYLOAD_OMITTED_HEADER: &str = "Order-Cache-Payload-Omitted";
 /// let config = IngestConfig {
 ///     stream: "SHOP_ORDERS".into(),
 ///     subject: "shop.orders".into(),
-///     dlq_stream: "SHOP_ORDERS_DLQ".into(),
 ///     dlq_subject: "shop.orders.dlq".into(),
 ///     batch_size: 500,
 ///     ..IngestConfig::default()
 /// };
 /// assert_eq!(config.consumer, "order-cache");
+/// assert_eq!(config.dlq_stream(), "SHOP_ORDERS_DLQ");
 /// assert_eq!(config.pull_expires, Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone)]
@@ -66,14 +68,13 @@ pub struct IngestConfig {
     pub subject: String,
     /// Durable consumer name; instances sharing it share the work.
     pub consumer: String,
-    /// Stream holding dead letters.
-    pub dlq_stream: String,
-    /// Subject dead letters are published to.
+    /// Subject dead letters are published to; they are kept in stream
+    /// [`IngestConfig::dlq_stream`].
     pub dlq_subject: String,
     /// Most messages processed (and written to PostgreSQL) at once.
     pub batch_size: usize,
     /// Most payload bytes in one batch (a batch holds at least one message,
-    /// whatever its size). With [`IN_FLIGHT`] batches and the pull buffer
+    /// whatever its size). With the two batches in flight and the pull buffer
     /// this bounds the memory ingestion holds: a stream of maximum-size
     /// payloads must not run the process out of memory.
     pub max_batch_bytes: usize,
@@ -103,7 +104,6 @@ impl Default for IngestConfig {
             stream: "ORDERS".into(),
             subject: "orders".into(),
             consumer: "order-cache".into(),
-            dlq_stream: "ORDERS_DLQ".into(),
             dlq_subject: "orders.dlq".into(),
             batch_size: 1000,
             max_batch_bytes: 8 * 1024 * 1024,
@@ -116,6 +116,21 @@ impl Default for IngestConfig {
             replicas: 1,
         }
     }
+}
+
+impl IngestConfig {
+    /// The stream dead letters are kept in: [`dead_letter_stream`] of
+    /// `stream`.
+    pub fn dlq_stream(&self) -> String {
+        dead_letter_stream(&self.stream)
+    }
+}
+
+/// The stream that keeps the dead letters of the orders in `stream`:
+/// `{stream}_DLQ`. The service, the producer and the dead-letter tool all
+/// name it this way.
+pub fn dead_letter_stream(stream: &str) -> String {
+    format!("{stream}_DLQ")
 }
 
 /// What went wrong setting up or running the consumer.
@@ -135,7 +150,7 @@ pub enum IngestError {
         differences: Vec<String>,
     },
     /// The stream or consumer could not be created or read.
-    #[error("cannot set up JetStream {what}: {source}")]
+    #[error("cannot set up JetStream {what}")]
     Setup {
         /// Which object.
         what: String,
@@ -234,7 +249,7 @@ pub async fn ensure_topology(
         .await
         .map_err(|e| setup(&format!("stream {}", config.stream))(e.into()))?;
     js.get_or_create_stream(stream::Config {
-        name: config.dlq_stream.clone(),
+        name: config.dlq_stream(),
         subjects: vec![config.dlq_subject.clone()],
         storage: stream::StorageType::File,
         duplicate_window: config.duplicate_window,
@@ -242,7 +257,7 @@ pub async fn ensure_topology(
         ..Default::default()
     })
     .await
-    .map_err(|e| setup(&format!("stream {}", config.dlq_stream))(e.into()))?;
+    .map_err(|e| setup(&format!("stream {}", config.dlq_stream()))(e.into()))?;
     let wanted = consumer_config(config);
     let consumer_setup = || setup(&format!("consumer {}", config.consumer));
     let mut consumer: PullConsumer = orders
@@ -379,7 +394,7 @@ fn consumer_differences(
 }
 
 /// Most batches being written to PostgreSQL at once.
-pub const IN_FLIGHT: usize = 2;
+pub(crate) const IN_FLIGHT: usize = 2;
 /// How long a batch waits for more messages once they stop arriving.
 const LINGER: Duration = Duration::from_millis(5);
 
@@ -417,11 +432,11 @@ impl Ingestor {
     /// does are finished and acknowledged first; messages fetched but not
     /// started are left unacknowledged for redelivery.
     ///
-    /// Up to [`IN_FLIGHT`] batches are written at once: while one commits,
+    /// Up to two batches are written at once: while one commits,
     /// the next is collected and decoded, so a batch's size follows the rate
     /// messages arrive at during one commit, up to `batch_size`.
     ///
-    /// Meanwhile the consumer's backlog is read every [`LAG_EVERY`] into
+    /// Meanwhile the consumer's backlog is read every second into
     /// the metrics (`order_cache_consumer_pending_messages`,
     /// `order_cache_consumer_ack_pending_messages`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -434,7 +449,7 @@ impl Ingestor {
 
     async fn consume(&self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut delay = self.config.retry_delay;
+        let mut delay = self.retry_backoff();
         let mut in_flight = FuturesUnordered::new();
         // The pull in use; `None` until (re)created.
         let mut messages: Option<Messages> = None;
@@ -474,17 +489,15 @@ impl Ingestor {
                     None => std::future::pending().await,
                 }
             };
-            let max_delay = self.config.max_retry_delay;
-            let pause = |paused_until: &mut Option<tokio::time::Instant>, delay: &mut Duration| {
-                *paused_until = Some(tokio::time::Instant::now() + *delay);
-                *delay = (*delay * 2).min(max_delay);
+            let pause = |paused_until: &mut Option<tokio::time::Instant>, delay: &mut Backoff| {
+                *paused_until = Some(tokio::time::Instant::now() + delay.next());
             };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
                     match outcome {
-                        Outcome::Done => delay = self.config.retry_delay,
+                        Outcome::Done => delay.reset(),
                         Outcome::RetryLater => pause(&mut paused_until, &mut delay),
                     }
                 }
@@ -500,7 +513,7 @@ impl Ingestor {
                         yielded = false;
                     }
                     Err(e) => {
-                        warn!(error = %e, "cannot pull from JetStream; retrying");
+                        warn!(error = %Report(&*e), "cannot pull from JetStream; retrying");
                         pause(&mut paused_until, &mut delay);
                     }
                 },
@@ -559,7 +572,7 @@ impl Ingestor {
                     batch.push(m);
                 }
                 Some(Err(e)) => {
-                    warn!(error = %e, "pull stream failed; re-subscribing");
+                    warn!(error = %Report(&e), "pull stream failed; re-subscribing");
                     return (batch, true);
                 }
                 None => return (batch, true),
@@ -660,7 +673,7 @@ impl Ingestor {
                 Err(rejection) => letters.push(DeadLetter {
                     index: i,
                     reason: rejection.reason(),
-                    error: rejection.to_string(),
+                    error: Report(&rejection).to_string(),
                 }),
             }
         }
@@ -738,7 +751,7 @@ impl Ingestor {
                 for (uid, order) in found {
                     match order {
                         Ok(order) => filled.push((uid, order.to_json())),
-                        Err(e) => warn!(error = %e, "committed order cannot be cached"),
+                        Err(e) => warn!(error = %Report(&e), "committed order cannot be cached"),
                     }
                 }
                 self.cache.fill(filled);
@@ -748,7 +761,7 @@ impl Ingestor {
                 HashSet::new()
             }
             Err(e) => {
-                warn!(error = %e, "cannot read committed orders back; will retry");
+                warn!(error = %Report(&e), "cannot read committed orders back; will retry");
                 missing
             }
         }
@@ -775,14 +788,16 @@ impl Ingestor {
                     stored.committed[range].iter_mut().for_each(|c| *c = true);
                 }
                 Err(e) if e.is_refusal() && range.len() > 1 => {
-                    debug!(error = %e, len = range.len(), "batch refused; splitting");
+                    debug!(error = %Report(&e), len = range.len(), "batch refused; splitting");
                     let mid = range.start + range.len() / 2;
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
                 }
-                Err(e) if e.is_refusal() => stored.refused.push((range.start, e.to_string())),
+                Err(e) if e.is_refusal() => {
+                    stored.refused.push((range.start, Report(&e).to_string()))
+                }
                 Err(e) => {
-                    warn!(error = %e, "cannot store orders; will retry");
+                    warn!(error = %Report(&e), "cannot store orders; will retry");
                     self.metrics.store_error();
                     stored.failed = true;
                     break;
@@ -796,11 +811,13 @@ impl Ingestor {
     /// delivery, from `retry_delay` up to `max_retry_delay`.
     fn backoff(&self, message: &Message) -> Duration {
         let delivered = message.info().map_or(1, |i| i.delivered).max(1);
-        let doublings = u32::try_from(delivered - 1).unwrap_or(u32::MAX).min(20);
-        self.config
-            .retry_delay
-            .saturating_mul(1 << doublings)
-            .min(self.config.max_retry_delay)
+        self.retry_backoff()
+            .nth(u64::try_from(delivered).unwrap_or(u64::MAX))
+    }
+
+    /// `retry_delay` doubling up to `max_retry_delay`.
+    fn retry_backoff(&self) -> Backoff {
+        Backoff::new(self.config.retry_delay, self.config.max_retry_delay)
     }
 
     /// Publishes each rejected message, with its reason, to the dead-letter
@@ -844,7 +861,7 @@ impl Ingestor {
                     ack(message, AckKind::Term).await;
                 }
                 Err(e) => {
-                    warn!(error = %e, "cannot dead-letter; will retry");
+                    warn!(error = %Report(&*e), "cannot dead-letter; will retry");
                     ack(message, AckKind::Nak(Some(self.backoff(message)))).await;
                     failed = true;
                 }
@@ -855,7 +872,7 @@ impl Ingestor {
             // to empty it): make it again, or every rejected message would
             // be nak'ed forever and, at max_ack_pending, stop ingestion.
             if let Err(e) = ensure_topology(&self.js, &self.config).await {
-                warn!(error = %e, "cannot set up the streams again");
+                warn!(error = %Report(&e), "cannot set up the streams again");
             }
         }
     }
@@ -893,7 +910,7 @@ impl Ingestor {
 }
 
 /// How often [`Ingestor::run`] reads the consumer's backlog.
-pub const LAG_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// Reads the consumer's backlog into `metrics` every [`LAG_EVERY`], for
 /// ever. A failed read (NATS away, the consumer being re-created) leaves
@@ -905,7 +922,7 @@ async fn watch_lag(consumer: PullConsumer, metrics: Metrics) {
         ticks.tick().await;
         match consumer.get_info().await {
             Ok(info) => metrics.consumer(info.num_pending, info.num_ack_pending),
-            Err(e) => debug!(error = %e, "cannot read the consumer's backlog"),
+            Err(e) => debug!(error = %Report(&e), "cannot read the consumer's backlog"),
         }
     }
 }
@@ -947,7 +964,7 @@ fn committed_json(orders: &[Order], ids: Vec<OrderUid>) -> Vec<(OrderUid, Bytes)
 async fn ack(message: &Message, kind: AckKind) {
     // A lost ack only means a redelivery, which the store absorbs.
     if let Err(e) = message.ack_with(kind).await {
-        debug!(error = %e, "acknowledgement not sent");
+        debug!(error = %Report(&*e), "acknowledgement not sent");
     }
 }
 

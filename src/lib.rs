@@ -1,90 +1,103 @@
 //! `order_cache` ingests orders from a NATS JetStream stream, validates them,
-//! stores them in PostgreSQL, keeps every order in an in-memory cache, and
-//! serves them over HTTP with a small web page to look one up.
-//!
-//! The pieces, each usable on its own:
-//!
-//! - [`Order`] ([`model`]): the wire format and its validation rules.
-//! - [`Store`] ([`store`]): PostgreSQL through diesel-async; batched,
-//!   idempotent inserts and set-based reads.
-//! - [`Cache`] ([`cache`]): response bytes by id, in immutable snapshots
-//!   published through `arc-swap`; readers never lock.
-//! - [`Ingestor`] ([`ingest`]): the durable JetStream consumer that stores,
-//!   caches, then acknowledges; dead-letters what it must reject.
-//! - [`router`] ([`http`]): the warp filter with the JSON API, the page,
-//!   health and metrics.
-//! - [`redact`]: connection strings with their passwords and tokens hidden,
-//!   for everything the service prints.
-//! - [`trace`]: W3C trace context carried through ingestion; with feature
-//!   `otel`, OpenTelemetry spans per batch and per database write.
-//! - [`server::serve`] ([`server`]): serves such a filter over HTTP/1.1
-//!   with header and idle timeouts and a cap on open connections.
-//! - [`app::run`]: all of them wired together, as `examples/server.rs` runs
-//!   them.
+//! stores them in PostgreSQL, keeps them in an in-memory cache, and serves
+//! them over HTTP with a small web page to look one up.
 //!
 //! # Embedding
 //!
+//! [`Service::builder`] wires everything: it connects to PostgreSQL and
+//! NATS, applies the migrations and sets up the streams, and hands back a
+//! [`Service`] whose [`routes`](Service::routes) a host mounts beside its
+//! own and whose [`run`](Service::run) restores the cache and consumes
+//! orders. Nothing is spawned behind the host's back.
+//!
 //! ```no_run
-//! use order_cache::{app, router, server, Api, Cache, IngestConfig, Ingestor, Metrics, Readiness, ServerConfig, Store, StoreConfig};
+//! use order_cache::prometheus_client::registry::Registry;
+//! use order_cache::{recover, server, AppConfig, Metrics, ServerConfig, Service};
 //! use warp::Filter;
 //!
 //! # #[tokio::main(flavor = "multi_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = Store::new(StoreConfig::new("postgres://postgres@127.0.0.1/orders"))?;
-//! store.migrate().await?;
-//! let cache = Cache::new();
+//! // The crate's metrics, in the host's registry (under `order_cache_`).
+//! let mut registry = Registry::default();
 //! let metrics = Metrics::new();
-//! let readiness = Readiness::new().with_store(store.clone());
+//! metrics.register(&mut registry);
 //!
-//! app::restore(&store, &cache).await?;
-//! readiness.mark_restored();
+//! let config = AppConfig::new("postgres://postgres@127.0.0.1/orders", "nats://127.0.0.1:4222");
+//! let service = Service::builder(config).metrics(metrics).connect().await?;
 //!
-//! let nats = async_nats::connect("127.0.0.1:4222").await?;
-//! let ingestor = Ingestor::new(
-//!     async_nats::jetstream::new(nats),
-//!     store.clone(),
-//!     cache.clone(),
-//!     metrics.clone(),
-//!     IngestConfig::default(),
-//! )
-//! .await?;
-//! tokio::spawn(ingestor.run(std::future::pending()));
+//! // Mounted at the root: the host's routes first or last, either works,
+//! // because `routes()` rejects what it does not serve. `recover` turns
+//! // what nobody served into JSON errors, once, at the top.
+//! let hello = warp::path("hello").map(|| "hello from the host");
+//! let app = hello.or(service.routes()).recover(recover);
 //!
-//! let api = Api::new(cache, metrics, readiness).with_store(store);
-//! let routes = warp::path("orders-api")
-//!     .and(router(api))
-//!     .or(warp::path("hello").map(|| "hello"));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! server::serve(listener, warp::service(routes), ServerConfig::default(), std::future::pending()).await;
+//! let http = tokio::spawn(server::serve(
+//!     listener,
+//!     warp::service(app),
+//!     ServerConfig::default(),
+//!     std::future::pending(),
+//! ));
+//! service.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # http.abort();
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`app::run`] is the same behind one listener: what `examples/server.rs`
+//! runs. `examples/embed.rs` is the example above as a program.
+//!
+//! # The pieces
+//!
+//! Each is usable on its own; the builder uses nothing else.
+//!
+//! - [`Order`] ([`model`]): the wire format and its validation rules.
+//! - [`Store`]: PostgreSQL through diesel-async; batched, idempotent
+//!   inserts and set-based reads; [`restore`] fills a cache from it.
+//! - [`Cache`]: response bytes by id, in immutable snapshots published
+//!   through `arc-swap`; readers never lock.
+//! - [`Ingestor`] ([`ingest`]): the durable JetStream consumer that stores,
+//!   caches, then acknowledges; dead-letters what it must reject.
+//! - [`routes`], [`router`], [`recover`] and [`Api`]: the warp filters with
+//!   the JSON API, the page, health and metrics.
+//! - [`Metrics`] and [`Readiness`]: what `/metrics` and `/readyz` report.
+//! - [`server::serve`] ([`server`]): serves a filter over HTTP/1.1 with
+//!   header and idle timeouts and a cap on open connections.
+//! - [`trace`]: W3C trace context carried through ingestion; with feature
+//!   `otel`, OpenTelemetry spans per batch and per database write.
+//! - [`Report`]: an error with its causes, for logs.
 #![deny(missing_docs)]
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod app;
-pub mod cache;
-pub mod health;
-pub mod http;
+mod backoff;
+mod cache;
+mod health;
+mod http;
 pub mod ingest;
-pub mod metrics;
+mod metrics;
 pub mod model;
-pub mod redact;
+mod redact;
+mod report;
+mod restore;
 mod schema;
 pub mod server;
-pub mod store;
+mod store;
 pub mod trace;
 
-pub use app::{AppConfig, AppError};
-pub use cache::Cache;
+pub use app::{AppConfig, AppError, Service, ServiceBuilder};
+pub use cache::{Cache, Snapshot};
 pub use health::Readiness;
-pub use http::{recover, router, routes, Api};
+pub use http::{recover, router, routes, Api, CACHE_HEADER, MISS_DEADLINE};
 pub use ingest::{IngestConfig, IngestError, Ingestor};
 pub use metrics::Metrics;
 pub use model::{Order, OrderUid, Rejection};
+pub use redact::NatsUrl;
+pub use report::Report;
+pub use restore::restore;
 pub use server::ServerConfig;
-pub use store::{Store, StoreConfig, StoreError};
+pub use store::{Corruption, DatabaseError, Scanned, Store, StoreConfig, StoreError};
 
 /// The NATS client this crate is built on: a host names its types to give
 /// [`Ingestor::new`] a JetStream context and [`Readiness::with_nats`] a

@@ -282,13 +282,13 @@ pub enum Rejection {
         max: usize,
     },
     /// The payload is not valid UTF-8.
-    #[error("payload is not UTF-8: {0}")]
+    #[error("payload is not UTF-8")]
     NotUtf8(#[source] std::str::Utf8Error),
     /// The payload is not JSON.
-    #[error("payload is not JSON: {0}")]
+    #[error("payload is not JSON")]
     Syntax(#[source] serde_json::Error),
     /// The payload is JSON, but not shaped like an order.
-    #[error("payload is not an order: {0}")]
+    #[error("payload is not an order")]
     Shape(#[source] serde_json::Error),
     /// A field breaks one of the rules.
     #[error("{field}: {problem}")]
@@ -377,7 +377,28 @@ pub enum Problem {
     },
     /// A timestamp is not canonical RFC 3339 UTC.
     #[error("{0}")]
-    Date(String),
+    Date(DateProblem),
+}
+
+/// How a timestamp's text fails to be canonical RFC 3339 UTC; each names
+/// the text it was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DateProblem {
+    /// Not RFC 3339 at all.
+    #[error("{0:?} is not an RFC 3339 time: {1}")]
+    NotRfc3339(String, chrono::ParseError),
+    /// An offset other than `Z`.
+    #[error("{0:?} must be given in UTC with a 'Z' suffix")]
+    NotUtc(String),
+    /// A leap second, which PostgreSQL would store as the next minute.
+    #[error("{0:?} is a leap second, which cannot be stored; send the second before or after it")]
+    LeapSecond(String),
+    /// Finer than PostgreSQL keeps.
+    #[error("{0:?} is more precise than microseconds")]
+    TooPrecise(String),
+    /// Valid, but not spelled the one way the service writes it back.
+    #[error("{0:?} must be written {1:?}")]
+    NotCanonical(String, String),
 }
 
 impl Order {
@@ -636,31 +657,26 @@ impl Timestamp {
     /// can tell.
     pub fn parse(s: &str) -> Result<Timestamp, Problem> {
         let parsed = DateTime::parse_from_rfc3339(s)
-            .map_err(|e| Problem::Date(format!("{s:?} is not an RFC 3339 time: {e}")))?;
+            .map_err(|e| Problem::Date(DateProblem::NotRfc3339(s.into(), e)))?;
         if parsed.offset().local_minus_utc() != 0 || !s.ends_with('Z') {
-            return Err(Problem::Date(format!(
-                "{s:?} must be given in UTC with a 'Z' suffix"
-            )));
+            return Err(Problem::Date(DateProblem::NotUtc(s.into())));
         }
         let utc = parsed.with_timezone(&Utc);
         // chrono keeps a leap second (`…:59:60Z`) as a second that lasts
         // two; PostgreSQL has none and would store the next minute, so the
         // same order would read back differently after a restart.
         if utc.timestamp_subsec_nanos() >= 1_000_000_000 {
-            return Err(Problem::Date(format!(
-                "{s:?} is a leap second, which cannot be stored; send the second before or after it"
-            )));
+            return Err(Problem::Date(DateProblem::LeapSecond(s.into())));
         }
         if utc.timestamp_subsec_nanos() % 1000 != 0 {
-            return Err(Problem::Date(format!(
-                "{s:?} is more precise than microseconds"
-            )));
+            return Err(Problem::Date(DateProblem::TooPrecise(s.into())));
         }
         let ts = Timestamp(utc);
         let canonical = ts.to_string();
         if canonical != s {
-            return Err(Problem::Date(format!(
-                "{s:?} must be written {canonical:?}"
+            return Err(Problem::Date(DateProblem::NotCanonical(
+                s.into(),
+                canonical,
             )));
         }
         Ok(ts)

@@ -55,27 +55,7 @@ const SHOWN_KEYS: &[&str] = &[
 /// parameter, and the `password` of a `key=value` list, quoted or not. Of a
 /// string the client could not read, the part from where reading fails is
 /// hidden too.
-///
-/// # Examples
-///
-/// ```
-/// use order_cache::redact::redact_database_url;
-///
-/// assert_eq!(
-///     redact_database_url("postgres://app:s3cret@db:5432/orders"),
-///     "postgres://app:***@db:5432/orders"
-/// );
-/// assert_eq!(
-///     redact_database_url("postgresql://db1,db2/orders?user=app&password=s3cret&sslmode=require"),
-///     "postgresql://db1,db2/orders?user=app&password=***&sslmode=require"
-/// );
-/// assert_eq!(
-///     redact_database_url("host=db user=app password='s3 cret' dbname=orders"),
-///     "host=db user=app password=*** dbname=orders"
-/// );
-/// assert_eq!(redact_database_url("postgres://db/orders"), "postgres://db/orders");
-/// ```
-pub fn redact_database_url(url: &str) -> String {
+pub(crate) fn redact_database_url(url: &str) -> String {
     for scheme in ["postgres://", "postgresql://"] {
         if let Some(rest) = url.strip_prefix(scheme) {
             return format!("{scheme}{}", redact_postgres_url(rest));
@@ -250,23 +230,6 @@ fn value_len(s: &str) -> Option<usize> {
     }
 }
 
-/// A NATS server list with every password and token replaced by `***`, for
-/// logs and errors. Short for `NatsUrl::parse(url).to_string()`.
-///
-/// # Examples
-///
-/// ```
-/// use order_cache::redact::redact_nats_url;
-///
-/// assert_eq!(
-///     redact_nats_url("nats://app:s3cret@n1:4222,tls://t0ken@n2:4222"),
-///     "nats://app:***@n1:4222,tls://***@n2:4222"
-/// );
-/// ```
-pub fn redact_nats_url(url: &str) -> String {
-    NatsUrl::parse(url).to_string()
-}
-
 /// A `NATS_URL`: servers separated by commas, each a URL as async-nats
 /// reads it (`nats://`, `tls://`, `ws://`, `wss://`, or a bare `host:port`),
 /// credentials (`user:password@` or `token@`) in any of them.
@@ -283,7 +246,7 @@ pub fn redact_nats_url(url: &str) -> String {
 /// # Examples
 ///
 /// ```no_run
-/// use order_cache::redact::NatsUrl;
+/// use order_cache::NatsUrl;
 ///
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -434,6 +397,32 @@ impl fmt::Debug for NatsUrl {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn database_urls_in_each_form_lose_their_password() {
+        assert_eq!(
+            redact_database_url("postgres://app:s3cret@db:5432/orders"),
+            "postgres://app:***@db:5432/orders"
+        );
+        assert_eq!(
+            redact_database_url(
+                "postgresql://db1,db2/orders?user=app&password=s3cret&sslmode=require"
+            ),
+            "postgresql://db1,db2/orders?user=app&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_database_url("host=db user=app password='s3 cret' dbname=orders"),
+            "host=db user=app password=*** dbname=orders"
+        );
+        assert_eq!(
+            redact_database_url("postgres://db/orders"),
+            "postgres://db/orders"
+        );
+        assert_eq!(
+            NatsUrl::parse("nats://app:s3cret@n1:4222,tls://t0ken@n2:4222").to_string(),
+            "nats://app:***@n1:4222,tls://***@n2:4222"
+        );
+    }
     use super::*;
 
     #[test]
@@ -542,7 +531,7 @@ mod tests {
             ("nats://app:s3cret@n1:port", "***"),
             ("http://app:s3cret@n1", "***"),
         ] {
-            assert_eq!(redact_nats_url(url), shown, "{url}");
+            assert_eq!(NatsUrl::parse(url).to_string(), shown, "{url}");
             assert!(!format!("{:?}", NatsUrl::parse(url)).contains("s3"));
         }
     }

@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backoff::Backoff;
+use crate::report::Report;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -193,7 +195,7 @@ pub async fn serve<S, B>(
     let slots = Arc::new(Semaphore::new(max_connections));
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let mut backoff = Backoff::default();
+    let mut backoff = AcceptBackoff::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // Accepting comes before reaping: when a thousand slow clients time
@@ -217,7 +219,7 @@ pub async fn serve<S, B>(
                         }
                     }
                 }
-                Err(e) if is_connection_error(&e) => debug!(error = %e, "accept"),
+                Err(e) if is_connection_error(&e) => debug!(error = %Report(&e), "accept"),
                 Err(e) => {
                     let pause = backoff.next(&e);
                     tokio::select! {
@@ -293,7 +295,7 @@ async fn connection<S, B>(
         tokio::select! {
             done = conn.as_mut() => {
                 if let Err(e) = done {
-                    debug!(error = %e, "HTTP connection ended");
+                    debug!(error = %Report(&e), "HTTP connection ended");
                 }
                 return;
             }
@@ -347,34 +349,37 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// The pause after a failed `accept`, doubling from 5 ms to 1 s as Go's
 /// `net/http` does: `EMFILE` lasts until some descriptor is closed, and
 /// retrying at once would spin.
-#[derive(Debug, Default)]
-struct Backoff {
-    pause: Option<Duration>,
+#[derive(Debug)]
+struct AcceptBackoff {
+    pause: Backoff,
     logged: Option<Instant>,
 }
 
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(5);
-    const MAX: Duration = Duration::from_secs(1);
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff {
+            pause: Backoff::new(Duration::from_millis(5), Duration::from_secs(1)),
+            logged: None,
+        }
+    }
+}
 
+impl AcceptBackoff {
     fn next(&mut self, e: &std::io::Error) -> Duration {
-        let pause = self
-            .pause
-            .map_or(Backoff::FIRST, |p| (p * 2).min(Backoff::MAX));
-        self.pause = Some(pause);
+        let pause = self.pause.next();
         // One line a second at most while it lasts.
         if self
             .logged
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
-            warn!(error = %e, retry_in = ?pause, "cannot accept HTTP connections");
+            warn!(error = %Report(&e), retry_in = ?pause, "cannot accept HTTP connections");
             self.logged = Some(Instant::now());
         }
         pause
     }
 
     fn reset(&mut self) {
-        self.pause = None;
+        self.pause.reset();
         self.logged = None;
     }
 }

@@ -252,7 +252,7 @@ mod otel {
         let mut span = tracer.build_with_context(builder, &Context::current());
         let result = work.await;
         if let Err(e) = &result {
-            span.set_status(Status::error(chain(e)));
+            span.set_status(Status::error(crate::Report(e).to_string()));
         }
         span.end();
         result
@@ -266,22 +266,6 @@ mod otel {
         let cx = propagator.extract_with_context(&Context::new(), &Headers(headers));
         let span = cx.span().span_context().clone();
         span.is_valid().then_some(span)
-    }
-
-    /// An error and its causes, each once (some of the store's errors
-    /// already include their cause in their message).
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut out = e.to_string();
-        let mut source = e.source();
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !out.contains(&cause_text) {
-                out.push_str(": ");
-                out.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        out
     }
 
     /// NATS headers as the propagator writes them.

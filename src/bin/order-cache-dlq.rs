@@ -37,8 +37,10 @@ use futures::future::LocalBoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use order_cache::ingest::{
-    ERROR_HEADER, PAYLOAD_OMITTED_HEADER, REASON_HEADER, SEQUENCE_HEADER, SOURCE_STREAM_HEADER,
+    dead_letter_stream, ERROR_HEADER, PAYLOAD_OMITTED_HEADER, REASON_HEADER, SEQUENCE_HEADER,
+    SOURCE_STREAM_HEADER,
 };
+use order_cache::Report;
 
 /// List and replay order_cache's dead letters.
 #[derive(Parser)]
@@ -170,7 +172,7 @@ impl Tool {
         let timeout = Duration::from_secs(args.timeout);
         // Credentials come out of the URL into the options (the client
         // ignores them in a URL), and the URL is only ever shown redacted.
-        let nats_url = order_cache::redact::NatsUrl::parse(&args.nats_url);
+        let nats_url = order_cache::NatsUrl::parse(&args.nats_url);
         let client = nats_url
             .connect(
                 async_nats::ConnectOptions::new()
@@ -183,7 +185,7 @@ impl Tool {
         let js = jetstream::ContextBuilder::new()
             .timeout(timeout)
             .build(client);
-        let dlq_name = format!("{}_DLQ", args.orders_stream);
+        let dlq_name = dead_letter_stream(&args.orders_stream);
         let dlq = js
             .get_stream(&dlq_name)
             .await
@@ -818,20 +820,9 @@ fn report(tally: &Tally, reason: Option<Reason>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(3))
 }
 
-/// An error and its causes on one line, each said once: async-nats's errors
-/// already print their own causes.
+/// An error and its causes on one line.
 fn explain(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let cause = cause.to_string();
-        if !line.contains(&cause) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&cause);
-        }
-    }
-    line
+    Report(e.as_ref()).to_string()
 }
 
 #[tokio::main]

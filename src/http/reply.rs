@@ -11,6 +11,7 @@ use warp::http::{Response, StatusCode};
 use warp::Rejection;
 
 use crate::model::{OrderUid, Problem};
+use crate::report::Report;
 use crate::store::StoreError;
 
 /// Why a request failed, as the JSON error body says it.
@@ -47,7 +48,7 @@ impl ApiError {
                 format!("no order with id {uid}"),
             ),
             ApiError::Unavailable(e) => {
-                tracing::warn!(error = %e, "order lookup failed");
+                tracing::warn!(error = %Report(&e), "order lookup failed");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -55,7 +56,7 @@ impl ApiError {
                 )
             }
             ApiError::Inconsistent(e) => {
-                tracing::error!(error = %e, "stored order cannot be served");
+                tracing::error!(error = %Report(&e), "stored order cannot be served");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "inconsistent",

@@ -45,7 +45,7 @@ use scan::{heads_query, items_query, order_uid_of, Assembler, Head};
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = Store::new(StoreConfig::new("postgres://postgres@127.0.0.1/orders"))?;
 /// store.migrate().await?;
-/// let order = Order::decode(include_bytes!("../examples/example.json"))?;
+/// let order = Order::decode(include_bytes!("../../examples/example.json"))?;
 /// let inserted = store.insert(std::slice::from_ref(&order)).await?;
 /// assert!(inserted.len() <= 1);
 /// assert!(store.get(&order.order_uid).await?.is_some());

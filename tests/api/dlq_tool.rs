@@ -206,7 +206,7 @@ impl Topology {
     }
 
     async fn dlq_messages(&self) -> u64 {
-        let mut stream = self.stream(&self.streams.config.dlq_stream).await;
+        let mut stream = self.stream(&self.streams.config.dlq_stream()).await;
         stream.info().await.expect("dlq info").state.messages
     }
 }
@@ -467,7 +467,7 @@ async fn read_errors_are_fatal_never_an_empty_answer() {
     let nats = LockedNats::start();
     let t = Topology::with(TestStreams::on(nats.url()), nats.admin().await).await;
     t.dead_letters([letter("syntax", 1, "{")]).await;
-    let dlq = t.streams.config.dlq_stream.clone();
+    let dlq = t.streams.config.dlq_stream().clone();
 
     // The stream is there, its letters cannot be read: the server refuses
     // the requests, which then time out (after 2 s, not the default 10).
@@ -496,7 +496,7 @@ async fn read_errors_are_fatal_never_an_empty_answer() {
     let missing = run(&nowhere, &["list"]).await;
     assert_ne!(missing.code, Some(0), "{missing}");
     assert!(
-        missing.stderr.contains(&nowhere.config.dlq_stream),
+        missing.stderr.contains(&nowhere.config.dlq_stream()),
         "{missing}"
     );
 
@@ -530,7 +530,7 @@ async fn many_letters_are_listed_completely() {
         }))
         .await;
     // Gaps, as `replay --delete` leaves them.
-    let dlq = t.stream(&t.streams.config.dlq_stream).await;
+    let dlq = t.stream(&t.streams.config.dlq_stream()).await;
     let deleted: BTreeSet<u64> = (1..=LETTERS).filter(|s| s % 97 == 0).collect();
     for &seq in &deleted {
         assert!(dlq.delete_message(seq).await.expect("delete letter"));

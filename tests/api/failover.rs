@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use order_cache::redact::NatsUrl;
+use order_cache::NatsUrl;
 
 use crate::helpers::{
     assert_all_served, count_at, eventually, example_order, metric, unique, TestDb, TestStreams,
@@ -332,7 +332,7 @@ async fn the_nats_node_leading_the_stream_killed_mid_ingest_loses_and_duplicates
         Some(&scratch.log()),
     );
     first_ready(first, Duration::from_secs(30)).await;
-    for name in [&config.stream, &config.dlq_stream] {
+    for name in [&config.stream, &config.dlq_stream()] {
         let mut stream = js
             .get_stream(name)
             .await
@@ -454,7 +454,7 @@ async fn the_nats_node_leading_the_stream_killed_mid_ingest_loses_and_duplicates
     assert_exactly_once(&db.url, N).await;
     assert_eq!(messages_in(&js, &config.stream).await, N as u64);
     assert_eq!(
-        messages_in(&js, &config.dlq_stream).await,
+        messages_in(&js, &config.dlq_stream()).await,
         0,
         "dead letters"
     );
@@ -532,7 +532,7 @@ async fn the_postgres_primary_killed_and_its_standby_promoted_mid_ingest_loses_n
 
     assert_exactly_once(&db_url, N).await;
     assert_eq!(
-        messages_in(&js, &streams.config.dlq_stream).await,
+        messages_in(&js, &streams.config.dlq_stream()).await,
         0,
         "valid orders dead-lettered"
     );

@@ -30,7 +30,7 @@ async fn metrics_of(app: &TestApp) -> String {
 async fn dead_letter_count(app: &TestApp) -> u64 {
     let mut stream = app
         .js
-        .get_stream(&app.ingest.dlq_stream)
+        .get_stream(&app.ingest.dlq_stream())
         .await
         .expect("dead-letter stream");
     stream.info().await.expect("stream info").state.messages
@@ -280,7 +280,7 @@ async fn an_order_missing_a_row_is_reported_and_the_others_restore_exactly() {
         .await;
 
     let cache = Cache::new();
-    let restored = app::restore(&store, &cache).await.unwrap();
+    let restored = order_cache::restore(&store, &cache).await.unwrap();
     assert_eq!((restored.orders, restored.inconsistent), (47, 3));
     for uid in &uids[3..] {
         let body = cache
@@ -548,7 +548,7 @@ async fn a_backlog_of_maximum_size_payloads_keeps_memory_bounded() {
     let mut server =
         crate::services::ServerProcess::spawn(&db.url, &streams.nats_url, &streams.config);
     server.wait_ready(Duration::from_secs(30)).await;
-    let dlq = js.get_stream(&streams.config.dlq_stream).await.unwrap();
+    let dlq = js.get_stream(&streams.config.dlq_stream()).await.unwrap();
     eventually(Duration::from_secs(120), "all dead-lettered", || async {
         let n = dlq.clone().info().await.ok()?.state.messages;
         (n == N as u64).then_some(())

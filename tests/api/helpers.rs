@@ -170,7 +170,6 @@ impl TestStreams {
                 stream: id.clone(),
                 subject: format!("{id}.orders"),
                 consumer: "order-cache".into(),
-                dlq_stream: format!("{id}_DLQ"),
                 dlq_subject: format!("{id}.dlq"),
                 batch_size: 500,
                 pull_expires: Duration::from_secs(2),
@@ -184,7 +183,7 @@ impl TestStreams {
 
 impl Drop for TestStreams {
     fn drop(&mut self) {
-        let streams = [self.config.stream.clone(), self.config.dlq_stream.clone()];
+        let streams = [self.config.stream.clone(), self.config.dlq_stream().clone()];
         let url = self.nats_url.clone();
         cleanup(async move {
             let connect = async_nats::ConnectOptions::new()
@@ -295,7 +294,7 @@ impl TestApp {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut stream = self
             .js
-            .get_stream(&self.ingest.dlq_stream)
+            .get_stream(&self.ingest.dlq_stream())
             .await
             .expect("dead-letter stream");
         loop {

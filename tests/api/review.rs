@@ -111,7 +111,7 @@ async fn a_headers_only_consumer_is_updated_and_no_valid_order_is_dead_lettered(
     let stored = db.count("SELECT count(*) AS n FROM orders").await;
     let letters = app
         .js
-        .get_stream(&streams.config.dlq_stream)
+        .get_stream(&streams.config.dlq_stream())
         .await
         .unwrap()
         .info()

@@ -104,7 +104,7 @@ async fn a_rejected_message_is_dead_lettered_or_unready_after_the_dead_letter_st
     let streams = TestStreams::new();
     let app = spawn_app(&db, &streams).await;
     app.js
-        .delete_stream(&streams.config.dlq_stream)
+        .delete_stream(&streams.config.dlq_stream())
         .await
         .expect("delete the dead-letter stream");
 
@@ -115,7 +115,7 @@ async fn a_rejected_message_is_dead_lettered_or_unready_after_the_dead_letter_st
     // not ready.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(mut dlq) = app.js.get_stream(&streams.config.dlq_stream).await {
+        if let Ok(mut dlq) = app.js.get_stream(&streams.config.dlq_stream()).await {
             if dlq.info().await.is_ok_and(|i| i.state.messages >= 1) {
                 break;
             }
@@ -191,7 +191,7 @@ async fn replay_delete_keeps_a_letter_stored_in_another_stream_than_the_orders_s
 
     // Assert: the letter is kept, since our orders stream did not get it.
     let dlq = js
-        .get_stream(&ours.config.dlq_stream)
+        .get_stream(&ours.config.dlq_stream())
         .await
         .expect("dead-letter stream");
     let kept = dlq.get_raw_message(letter).await.is_ok();

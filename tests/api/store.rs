@@ -170,7 +170,7 @@ async fn restore_and_check(store: &Store, orders: &[Order]) {
     let live = OrderUid::parse("rs00007").unwrap();
     cache.fill([(live.clone(), bytes::Bytes::from_static(b"{\"live\":true}"))]);
 
-    let restored = order_cache::app::restore(store, &cache).await.unwrap();
+    let restored = order_cache::restore(store, &cache).await.unwrap();
 
     assert_eq!(restored.orders, 6000);
     assert_eq!(cache.len(), 6000);
