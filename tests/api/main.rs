@@ -6,6 +6,7 @@
 mod browser;
 mod corpus;
 mod dlq_tool;
+mod embed;
 mod failover;
 mod faults;
 mod hardening;
