@@ -32,14 +32,11 @@ use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind, Stream
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{Event, HeaderMap};
 use bytes::Bytes;
-use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand};
 use futures::future::LocalBoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use order_cache::ingest::{
-    dead_letter_stream, ERROR_HEADER, PAYLOAD_OMITTED_HEADER, REASON_HEADER, SEQUENCE_HEADER,
-    SOURCE_STREAM_HEADER,
-};
+use order_cache::ingest::{dead_letter_stream, DeadLetter, REASONS};
 use order_cache::Report;
 
 /// List and replay order_cache's dead letters.
@@ -76,7 +73,7 @@ enum Command {
     /// start of its payload (escaped; payloads are untrusted).
     List {
         /// Only this reason.
-        #[arg(long)]
+        #[arg(long, value_parser = reason)]
         reason: Option<Reason>,
         /// Characters of payload to show.
         #[arg(long, default_value_t = 120)]
@@ -90,7 +87,7 @@ enum Command {
         #[arg(conflicts_with = "reason", value_parser = clap::value_parser!(u64).range(1..))]
         sequences: Vec<u64>,
         /// Replay every dead letter with this reason.
-        #[arg(long)]
+        #[arg(long, value_parser = reason)]
         reason: Option<Reason>,
         /// Delete each replayed letter from the dead-letter stream (never
         /// one that was not replayed).
@@ -99,32 +96,28 @@ enum Command {
     },
 }
 
-/// The reasons the service writes in [`REASON_HEADER`]: the labels of
-/// `order_cache::Rejection::reason` and `database`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-#[value(rename_all = "snake_case")]
-enum Reason {
-    Empty,
-    TooLarge,
-    NotUtf8,
-    Syntax,
-    Shape,
-    Invalid,
-    Database,
-}
+/// A reason the service writes in a letter (`order_cache::ingest::REASON_HEADER`): one of [`REASONS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reason(&'static str);
 
 impl Reason {
     fn as_str(self) -> &'static str {
-        match self {
-            Reason::Empty => "empty",
-            Reason::TooLarge => "too_large",
-            Reason::NotUtf8 => "not_utf8",
-            Reason::Syntax => "syntax",
-            Reason::Shape => "shape",
-            Reason::Invalid => "invalid",
-            Reason::Database => "database",
-        }
+        self.0
     }
+}
+
+/// Parses `--reason`: only the reasons the service writes.
+fn reason(s: &str) -> Result<Reason, String> {
+    REASONS
+        .iter()
+        .find(|r| **r == s)
+        .map(|r| Reason(r))
+        .ok_or_else(|| {
+            format!(
+                "not a reason the service gives; one of: {}",
+                REASONS.join(", ")
+            )
+        })
 }
 
 /// Most letters asked for in one pull.
@@ -228,22 +221,19 @@ impl Letter {
     /// A letter from its stored headers and payload; `orders_stream` is the
     /// source for letters written before they named it.
     fn read(seq: u64, headers: Option<&HeaderMap>, payload: Bytes, orders_stream: &str) -> Letter {
-        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-        let body = match header(PAYLOAD_OMITTED_HEADER) {
-            Some(size) => Body::Omitted(size.trim().parse().ok()),
-            None => Body::Carried(payload),
-        };
+        let letter = DeadLetter::from_headers(headers, orders_stream);
         Letter {
             seq,
-            reason: header(REASON_HEADER).unwrap_or_default().to_owned(),
-            error: header(ERROR_HEADER).unwrap_or_default().to_owned(),
+            reason: letter.reason,
+            error: letter.error,
             source: Source {
-                stream: header(SOURCE_STREAM_HEADER)
-                    .unwrap_or(orders_stream)
-                    .to_owned(),
-                seq: header(SEQUENCE_HEADER).and_then(|s| s.trim().parse().ok()),
+                stream: letter.source_stream,
+                seq: letter.source_sequence,
             },
-            body,
+            body: match letter.payload_omitted {
+                Some(size) => Body::Omitted(size),
+                None => Body::Carried(payload),
+            },
         }
     }
 
@@ -846,9 +836,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_reason_is_parsed_from_the_label_it_matches() {
-        for reason in Reason::value_variants() {
-            assert_eq!(Reason::from_str(reason.as_str(), false), Ok(*reason));
+    fn only_the_reasons_the_service_gives_are_accepted() {
+        for r in REASONS {
+            assert_eq!(reason(r).map(Reason::as_str), Ok(r));
         }
+        assert!(reason("nonsense").is_err());
     }
 }

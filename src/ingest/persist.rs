@@ -1,0 +1,207 @@
+//! One batch's orders: decoded, stored (split and retried when PostgreSQL
+//! refuses some), cached exactly as committed, then acknowledged.
+
+use std::collections::{HashMap, HashSet};
+
+use async_nats::jetstream::message::{AckKind, Message};
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use super::dead_letter::Rejected;
+use super::{ack, Ingestor, Outcome};
+use crate::model::{Order, OrderUid};
+use crate::report::Report;
+
+impl Ingestor {
+    pub(super) async fn handle(&self, messages: &[Message]) -> Outcome {
+        let mut valid: Vec<(Order, usize)> = Vec::with_capacity(messages.len());
+        let mut letters: Vec<Rejected> = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            match Order::decode(&m.payload) {
+                Ok(order) => valid.push((order, i)),
+                Err(rejection) => letters.push(Rejected {
+                    index: i,
+                    reason: rejection.reason(),
+                    error: Report(&rejection).to_string(),
+                }),
+            }
+        }
+        let outcome = self.persist(messages, valid, &mut letters).await;
+        self.dead_letter(messages, letters).await;
+        outcome
+    }
+
+    /// Stores the valid orders, caches exactly what was committed, then acks
+    /// or naks their messages. Orders PostgreSQL refuses for their data join
+    /// `letters`; any other failure is the database's, and the orders not
+    /// yet stored are nak'ed with a growing delay.
+    async fn persist(
+        &self,
+        messages: &[Message],
+        valid: Vec<(Order, usize)>,
+        letters: &mut Vec<Rejected>,
+    ) -> Outcome {
+        if valid.is_empty() {
+            return Outcome::Done;
+        }
+        let (orders, index): (Vec<Order>, Vec<usize>) = valid.into_iter().unzip();
+        let stored = self.store_all(&orders).await;
+        let uncached = self.cache_committed(&orders, &stored).await;
+        let failed = stored.failed;
+        self.acknowledge(messages, &index, &orders, stored, &uncached, letters)
+            .await;
+        if failed {
+            Outcome::RetryLater
+        } else {
+            Outcome::Done
+        }
+    }
+
+    /// Caches what the batch committed and counts it; returns the ids
+    /// committed but not cached (see [`Ingestor::fill_committed`]).
+    async fn cache_committed(&self, orders: &[Order], stored: &Stored) -> HashSet<OrderUid> {
+        let ingested = stored.fresh.len();
+        self.cache.insert(stored.fresh.iter().cloned());
+        let uncached = self.fill_committed(orders, &stored.committed).await;
+        self.metrics.ingested(ingested);
+        self.metrics.cache(&self.cache.snapshot());
+        let committed = stored.committed.iter().filter(|c| **c).count();
+        self.metrics.duplicates(committed - ingested);
+        uncached
+    }
+
+    /// Acks each message whose order is committed and cached, dead-letters
+    /// those PostgreSQL refused, and naks the rest with a growing delay.
+    /// `index` gives each order's message.
+    async fn acknowledge(
+        &self,
+        messages: &[Message],
+        index: &[usize],
+        orders: &[Order],
+        stored: Stored,
+        uncached: &HashSet<OrderUid>,
+        letters: &mut Vec<Rejected>,
+    ) {
+        let mut refused: HashMap<usize, String> = stored.refused.into_iter().collect();
+        for (i, &m) in index.iter().enumerate() {
+            let message = &messages[m];
+            if stored.committed[i] && !uncached.contains(&orders[i].order_uid) {
+                ack(message, AckKind::Ack).await;
+            } else if let Some(error) = refused.remove(&i) {
+                letters.push(Rejected {
+                    index: m,
+                    reason: "database",
+                    error,
+                });
+            } else {
+                ack(message, AckKind::Nak(Some(self.backoff(message)))).await;
+            }
+        }
+    }
+
+    /// Caches the committed orders this batch did not insert and the cache
+    /// lacks, read back from PostgreSQL: an order an earlier delivery
+    /// committed after the client had given up on it (a query timeout), or
+    /// that another instance stored. Returns the ids that could not be read
+    /// because PostgreSQL failed, whose messages must come back later
+    /// rather than be acked.
+    async fn fill_committed(&self, orders: &[Order], committed: &[bool]) -> HashSet<OrderUid> {
+        let missing: HashSet<OrderUid> = orders
+            .iter()
+            .zip(committed)
+            .filter(|(o, c)| **c && self.cache.get(o.order_uid.as_str()).is_none())
+            .map(|(o, _)| o.order_uid.clone())
+            .collect();
+        if missing.is_empty() {
+            return missing;
+        }
+        let ids: Vec<OrderUid> = missing.iter().cloned().collect();
+        match self.store.get_many(&ids).await {
+            Ok(found) => {
+                let mut filled = Vec::with_capacity(found.len());
+                for (uid, order) in found {
+                    match order {
+                        Ok(order) => filled.push((uid, order.to_json())),
+                        Err(e) => warn!(error = %Report(&e), "committed order cannot be cached"),
+                    }
+                }
+                self.cache.fill(filled);
+                // Read, or gone or inconsistent in PostgreSQL (logged; a
+                // lookup answers it with a clear error): nothing left that
+                // a redelivery could mend.
+                HashSet::new()
+            }
+            Err(e) => {
+                warn!(error = %Report(&e), "cannot read committed orders back; will retry");
+                missing
+            }
+        }
+    }
+
+    /// Inserts `orders`, splitting a batch PostgreSQL refuses for its data in
+    /// halves until the refused orders are alone. Stops at the first failure
+    /// that is the database's.
+    async fn store_all(&self, orders: &[Order]) -> Stored {
+        let mut stored = Stored {
+            committed: vec![false; orders.len()],
+            ..Stored::default()
+        };
+        // Ranges of `orders` still to store.
+        let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+        pending.push(0..orders.len());
+        while let Some(range) = pending.pop() {
+            let insert = self.store.insert(&orders[range.clone()]);
+            match self.config.tracer.insert(range.len(), insert).await {
+                Ok(ids) => {
+                    stored
+                        .fresh
+                        .extend(committed_json(&orders[range.clone()], ids));
+                    stored.committed[range].iter_mut().for_each(|c| *c = true);
+                }
+                Err(e) if e.is_refusal() && range.len() > 1 => {
+                    debug!(error = %Report(&e), len = range.len(), "batch refused; splitting");
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+                Err(e) if e.is_refusal() => {
+                    stored.refused.push((range.start, Report(&e).to_string()))
+                }
+                Err(e) => {
+                    warn!(error = %Report(&e), "cannot store orders; will retry");
+                    self.metrics.store_error();
+                    stored.failed = true;
+                    break;
+                }
+            }
+        }
+        stored
+    }
+}
+
+/// What [`Ingestor::store_all`] did with a batch's orders.
+#[derive(Default)]
+struct Stored {
+    /// By position in the batch: whether the order is in PostgreSQL now
+    /// (inserted by this batch, or there already).
+    committed: Vec<bool>,
+    /// The orders this batch inserted, as the cache must hold them.
+    fresh: Vec<(OrderUid, Bytes)>,
+    /// Orders PostgreSQL refused, by position, with its reason.
+    refused: Vec<(usize, String)>,
+    /// Whether it stopped at a failure of the database.
+    failed: bool,
+}
+
+/// The response bytes of the orders one successful insert of `orders`
+/// stored (`ids`): for each id, its first occurrence in `orders`, which is
+/// the one the insert kept. Taken per insert, not per batch, so that an id
+/// whose first copy was refused is cached with the copy that was stored.
+fn committed_json(orders: &[Order], ids: Vec<OrderUid>) -> Vec<(OrderUid, Bytes)> {
+    let mut ids: HashSet<OrderUid> = ids.into_iter().collect();
+    orders
+        .iter()
+        .filter(|o| ids.remove(&o.order_uid))
+        .map(|o| (o.order_uid.clone(), o.to_json()))
+        .collect()
+}
