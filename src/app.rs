@@ -287,13 +287,13 @@ impl Service {
     }
 
     /// What the routes serve from, to build them yourself with
-    /// [`routes`](crate::routes) or [`router`](crate::router).
+    /// [`routes`] or [`router`].
     pub fn api(&self) -> Api {
         self.api.clone()
     }
 
     /// The routes alone, to mount beside the host's own and end with
-    /// [`recover`](crate::recover): see [`routes`](crate::routes).
+    /// [`recover`](crate::recover): see [`routes`].
     pub fn routes(&self) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
         routes(self.api())
     }

@@ -70,8 +70,8 @@ impl ApiError {
 
 /// Turns a rejection into a JSON error answer (`no_route`,
 /// `method_not_allowed`, `invalid_query`, `bad_request`), with the same
-/// security headers as every other answer. [`router`] ends with it; a host
-/// that mounts [`routes`] beside its own calls it once, at the top, after
+/// security headers as every other answer. [`router`](crate::router) ends with it; a host
+/// that mounts [`routes`](crate::routes) beside its own calls it once, at the top, after
 /// its own routes (or from its own `recover` for the rejections it does not
 /// know).
 ///

@@ -1,12 +1,12 @@
 //! The JetStream consumer: pulls orders in batches, stores them, caches them,
 //! and only then acknowledges them; dead-letters what cannot be an order.
 //!
-//! - [`topology`]: the streams and the durable consumer, set up and checked;
+//! - `topology`: the streams and the durable consumer, set up and checked;
 //! - the pull loop, here: batches pulled, kept alive, processed two at a
 //!   time;
-//! - [`persist`]: one batch stored (split and retried on a refusal), cached
+//! - `persist`: one batch stored (split and retried on a refusal), cached
 //!   and acknowledged;
-//! - [`dead_letter`]: what is rejected, published with its reason.
+//! - `dead_letter`: what is rejected, published with its reason.
 
 mod dead_letter;
 mod persist;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::redact::redact_database_url;
 
-/// Settings of a [`Store`].
+/// Settings of a [`Store`](super::Store).
 ///
 /// # Examples
 ///

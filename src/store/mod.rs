@@ -1,11 +1,11 @@
 //! PostgreSQL persistence: the pool and the queries the service makes.
 //!
-//! - [`config`]: how to reach PostgreSQL;
-//! - [`error`]: what can go wrong, sorted by what to do about it;
-//! - [`migrate`]: the embedded schema migrations;
-//! - [`insert`]: the batched insert, driven by one table of columns;
-//! - [`rows`]: the tables' rows and how they become orders again;
-//! - [`scan`]: the restore's streamed read of every order.
+//! - `config`: how to reach PostgreSQL;
+//! - `error`: what can go wrong, sorted by what to do about it;
+//! - `migrate`: the embedded schema migrations;
+//! - `insert`: the batched insert, driven by one table of columns;
+//! - `rows`: the tables' rows and how they become orders again;
+//! - `scan`: the restore's streamed read of every order.
 
 mod config;
 mod error;
