@@ -257,92 +257,52 @@ impl Ingestor {
 
     async fn consume(&self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut delay = self.retry_backoff();
         let mut in_flight = FuturesUnordered::new();
-        // The pull in use; `None` until (re)created.
-        let mut messages: Option<Messages> = None;
-        // Whether the pull in use has yielded a message yet: one that ends
-        // or fails before any (a consumer limit the server enforces, a
-        // broker going away) must not be re-created in a hot loop.
-        let mut yielded = false;
+        let mut pull = Pull::default();
+        // After a failure (of the database, or of a pull): no new batch
+        // starts and no pull is made before then, while the batches in
+        // flight go on.
+        let mut pause = Pause::new(self.retry_backoff());
         // A batch collected while every slot was busy. Its messages are
         // ours already, so they get progress acks while they wait: with
         // slow batches they would otherwise pass `ack_wait` and be
         // redelivered while still in hand.
         let mut waiting: Option<Vec<Message>> = None;
-        // After a failure (of the database, or of a pull): no new batch
-        // starts and no pull is made before then, while the batches in
-        // flight go on.
-        let mut paused_until: Option<tokio::time::Instant> = None;
         let mut ticks = tokio::time::interval(self.keep_alive_every());
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if paused_until.is_none() && in_flight.len() < IN_FLIGHT {
+            if !pause.is_on() && in_flight.len() < IN_FLIGHT {
                 if let Some(batch) = waiting.take() {
                     in_flight.push(self.process(batch));
                 }
             }
-            let can_pull = paused_until.is_none() && waiting.is_none();
-            let has_stream = messages.is_some();
-            let resume_at = paused_until;
-            let resume = async move {
-                match resume_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let next = async {
-                match messages.as_mut() {
-                    Some(m) => m.next().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let pause = |paused_until: &mut Option<tokio::time::Instant>, delay: &mut Backoff| {
-                *paused_until = Some(tokio::time::Instant::now() + delay.next());
-            };
+            let can_pull = !pause.is_on() && waiting.is_none();
+            let has_stream = pull.messages.is_some();
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                    match outcome {
-                        Outcome::Done => delay.reset(),
-                        Outcome::RetryLater => pause(&mut paused_until, &mut delay),
-                    }
-                }
-                () = resume => paused_until = None,
+                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => match outcome {
+                    Outcome::Done => pause.succeeded(),
+                    Outcome::RetryLater => pause.start(),
+                },
+                () = pause.over() => pause.end(),
                 _ = ticks.tick(), if waiting.is_some() => {
                     for m in waiting.iter().flatten() {
                         ack(m, AckKind::Progress).await;
                     }
                 }
                 pulled = self.pull(), if can_pull && !has_stream => match pulled {
-                    Ok(m) => {
-                        messages = Some(m);
-                        yielded = false;
-                    }
+                    Ok(messages) => pull.started(messages),
                     Err(e) => {
                         warn!(error = %Report(&*e), "cannot pull from JetStream; retrying");
-                        pause(&mut paused_until, &mut delay);
+                        pause.start();
                     }
                 },
-                first = next, if can_pull && has_stream => {
-                    let batch = match (first, messages.as_mut()) {
-                        (Some(first), Some(stream)) => {
-                            yielded |= first.is_ok();
-                            let (batch, broken) = self.collect(first, stream).await;
-                            if broken {
-                                messages = None;
-                            }
-                            batch
-                        }
-                        _ => {
-                            messages = None;
-                            Vec::new()
-                        }
-                    };
-                    if messages.is_none() && !yielded {
+                first = pull.next(), if can_pull && has_stream => {
+                    let batch = self.collect_from(&mut pull, first).await;
+                    if pull.ended_empty() {
                         warn!("pull ended before any message; retrying later");
-                        pause(&mut paused_until, &mut delay);
+                        pause.start();
                     }
                     if !batch.is_empty() {
                         // Waiting starts now: the first progress ack is due
@@ -360,6 +320,25 @@ impl Ingestor {
             ack(m, AckKind::Nak(None)).await;
         }
         while in_flight.next().await.is_some() {}
+    }
+
+    /// The batch that `first` starts, collected from the pull in use; a
+    /// pull that failed or ended is dropped, to be made again.
+    async fn collect_from(
+        &self,
+        pull: &mut Pull,
+        first: Option<Result<Message, MessagesError>>,
+    ) -> Vec<Message> {
+        let (Some(first), Some(messages)) = (first, pull.messages.as_mut()) else {
+            pull.messages = None;
+            return Vec::new();
+        };
+        pull.yielded |= first.is_ok();
+        let (batch, broken) = self.collect(first, messages).await;
+        if broken {
+            pull.messages = None;
+        }
+        batch
     }
 
     /// Collects a batch: `first`, then whatever arrives until the batch is
@@ -483,6 +462,82 @@ impl Ingestor {
     /// `retry_delay` doubling up to `max_retry_delay`.
     fn retry_backoff(&self) -> Backoff {
         Backoff::new(self.config.retry_delay, self.config.max_retry_delay)
+    }
+}
+
+/// The pull in use, if any.
+#[derive(Default)]
+struct Pull {
+    /// `None` until (re)created.
+    messages: Option<Messages>,
+    /// Whether it has yielded a message yet: one that ends or fails before
+    /// any (a consumer limit the server enforces, a broker going away) must
+    /// not be re-created in a hot loop.
+    yielded: bool,
+}
+
+impl Pull {
+    fn started(&mut self, messages: Messages) {
+        self.messages = Some(messages);
+        self.yielded = false;
+    }
+
+    /// The pull's next message; never, without a pull.
+    async fn next(&mut self) -> Option<Result<Message, MessagesError>> {
+        match self.messages.as_mut() {
+            Some(m) => m.next().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the pull is gone without having yielded a message.
+    fn ended_empty(&self) -> bool {
+        self.messages.is_none() && !self.yielded
+    }
+}
+
+/// A pause in pulling and starting batches after a failure, growing with
+/// each failure in a row.
+struct Pause {
+    backoff: Backoff,
+    until: Option<tokio::time::Instant>,
+}
+
+impl Pause {
+    fn new(backoff: Backoff) -> Pause {
+        Pause {
+            backoff,
+            until: None,
+        }
+    }
+
+    fn is_on(&self) -> bool {
+        self.until.is_some()
+    }
+
+    /// Pauses for the next delay of the backoff.
+    fn start(&mut self) {
+        self.until = Some(tokio::time::Instant::now() + self.backoff.next());
+    }
+
+    /// A batch went through: the next failure starts from the first delay.
+    fn succeeded(&mut self) {
+        self.backoff.reset();
+    }
+
+    /// Completes when the pause is over; never, when there is none.
+    fn over(&self) -> impl Future<Output = ()> + 'static {
+        let until = self.until;
+        async move {
+            match until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        self.until = None;
     }
 }
 

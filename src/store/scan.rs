@@ -1,6 +1,7 @@
 //! The restore's read: every stored order, in two streamed, set-based
 //! queries merged by id.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
@@ -13,10 +14,71 @@ use super::error::StoreError;
 use super::rows::{DeliveryRow, ItemRow, OrderRow, PaymentRow};
 use super::Store;
 use crate::metrics::Query;
-use crate::model::Order;
+use crate::model::{Order, OrderUid};
+use crate::report::Report;
 use crate::schema::{deliveries, items, orders, payments};
 
 impl Store {
+    /// Calls `f` with stored orders, the most recently stored first, until
+    /// `f` says [`ControlFlow::Break`] or every order has been read: a
+    /// restore into a cache with a byte budget stops when the budget is
+    /// full, having read no more than that. Each page of `page` orders is
+    /// three set-based queries (the page's ids by the `seq` index, then
+    /// [`Store::get_many`]), so nothing is held open between pages. An order
+    /// whose rows do not add up is logged, counted and skipped.
+    ///
+    /// # Errors
+    ///
+    /// When a query fails.
+    pub async fn scan_newest(
+        &self,
+        page: usize,
+        mut f: impl FnMut(Order) -> ControlFlow<()> + Send,
+    ) -> Result<Scanned, StoreError> {
+        let page = i64::try_from(page.max(1)).unwrap_or(i64::MAX);
+        let mut before = i64::MAX;
+        let mut scanned = Scanned::default();
+        loop {
+            let ids: Vec<(String, i64)> = self
+                .timed(Query::Recent, async {
+                    let mut conn = self.conn().await?;
+                    Ok(orders::table
+                        .select((orders::order_uid, orders::seq))
+                        .filter(orders::seq.lt(before))
+                        .order(orders::seq.desc())
+                        .limit(page)
+                        .load(&mut conn)
+                        .await?)
+                })
+                .await?;
+            let Some(&(_, last)) = ids.last() else {
+                return Ok(scanned);
+            };
+            before = last;
+            let uids: Vec<OrderUid> = ids
+                .iter()
+                .filter_map(|(id, _)| OrderUid::parse(id).ok())
+                .collect();
+            let mut found = self.get_many(&uids).await?;
+            for uid in &uids {
+                match found.remove(uid) {
+                    Some(Ok(order)) => {
+                        scanned.orders += 1;
+                        if f(order).is_break() {
+                            return Ok(scanned);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %Report(&e), "stored order left out of the cache");
+                        scanned.inconsistent += 1;
+                    }
+                    // Gone since the page was read: nothing to restore.
+                    None => {}
+                }
+            }
+        }
+    }
+
     /// Calls `f` with every stored order, reading them in two streamed,
     /// set-based queries (orders joined with delivery and payment; items)
     /// merged by id. An order whose rows do not add up is logged, counted
