@@ -212,3 +212,38 @@ async fn find(
     cache.fill(fresh);
     Ok(answers)
 }
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// The first miss spawns the lookup task on the runtime serving it; once
+    /// that runtime is gone, every later miss, on any runtime, is answered
+    /// `Stopped` (503) for ever, although PostgreSQL was never asked.
+    #[test]
+    fn a_miss_after_the_first_misss_runtime_ended_still_asks_postgresql() {
+        let mut config = StoreConfig::new("postgres://postgres@127.0.0.1:1/none");
+        config.connect_timeout = Duration::from_millis(200);
+        let store = Store::new(config).unwrap();
+        let lookup =
+            Lookup::new(Cache::new(), Metrics::new(), Duration::from_secs(2)).with_store(store);
+        let uid = OrderUid::parse("abc").unwrap();
+
+        let first = runtime();
+        let e = first.block_on(lookup.get(&uid)).unwrap_err();
+        assert!(matches!(*e, StoreError::Unavailable(_)), "{e}");
+        drop(first);
+
+        let second = runtime();
+        let e = second.block_on(lookup.get(&uid)).unwrap_err();
+        assert!(matches!(*e, StoreError::Unavailable(_)), "second runtime: {e}");
+    }
+}
