@@ -332,26 +332,32 @@ impl Service {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        let result = self.consume(shutdown).await;
+        close_nats(&self.nats, self.config.shutdown_timeout).await;
+        result
+    }
+
+    /// [`Service::run`] but for closing NATS: restores, then consumes
+    /// until `shutdown`, keeping the gauges fresh meanwhile.
+    async fn consume(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
         let shutdown = shutdown.shared();
         let restored = tokio::select! {
             biased;
-            () = shutdown.clone() => None,
-            r = restore(&self.store, &self.cache) => Some(r),
+            () = shutdown.clone() => return Ok(()),
+            r = restore(&self.store, &self.cache) => r?,
         };
-        let result = match restored {
-            Some(Ok(scanned)) => {
-                self.metrics.cache(&self.cache.snapshot());
-                self.metrics.inconsistent(scanned.inconsistent);
-                self.readiness.mark_restored();
-                info!(orders = scanned.orders, "cache restored; consuming");
-                self.ingestor.run(shutdown).await;
-                Ok(())
-            }
-            Some(Err(e)) => Err(AppError::from(e)),
-            None => Ok(()),
-        };
-        close_nats(&self.nats, self.config.shutdown_timeout).await;
-        result
+        self.metrics.cache(&self.cache.snapshot());
+        self.metrics.inconsistent(restored.inconsistent);
+        self.readiness.mark_restored();
+        info!(orders = restored.orders, "cache restored; consuming");
+        tokio::select! {
+            () = self.ingestor.clone().run(shutdown) => {}
+            () = refresh_gauges(&self.metrics, &self.readiness, &self.cache) => {}
+        }
+        Ok(())
     }
 }
 
@@ -426,7 +432,7 @@ pub async fn run(
     ));
     info!(%addr, "listening");
 
-    let result = service.run(shutdown).await;
+    let result = service.consume(shutdown).await;
     info!("shutting down");
     if result.is_err() {
         // A failed start stops what it started: nothing keeps listening
@@ -440,7 +446,21 @@ pub async fn run(
         warn!("open HTTP connections did not close in time; closing them");
         server.abort();
     }
+    close_nats(&service.nats, shutdown_timeout).await;
     result
+}
+
+/// Sets the readiness and cache gauges every second, for ever: a host that
+/// serves its own registry (with [`Metrics::register`]) and never calls the
+/// crate's `/metrics` or `/readyz` still shows them current.
+async fn refresh_gauges(metrics: &Metrics, readiness: &Readiness, cache: &Cache) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        metrics.ready(readiness.failing().await.is_empty());
+        metrics.cache(&cache.snapshot());
+    }
 }
 
 /// Waits until NATS has everything sent (the last batch's acks may still

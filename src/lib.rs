@@ -105,3 +105,6 @@ pub use store::{Corruption, DatabaseError, Scanned, Store, StoreConfig, StoreErr
 pub use async_nats;
 /// The metrics library of [`Metrics::register`]'s registry.
 pub use prometheus_client;
+/// The web framework of [`routes`] and [`router`]: a host composes its own
+/// filters with them, so it needs this same version (warp 0.4).
+pub use warp;

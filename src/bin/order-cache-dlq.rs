@@ -73,7 +73,7 @@ enum Command {
     /// start of its payload (escaped; payloads are untrusted).
     List {
         /// Only this reason.
-        #[arg(long, value_parser = reason)]
+        #[arg(long, value_parser = reason())]
         reason: Option<Reason>,
         /// Characters of payload to show.
         #[arg(long, default_value_t = 120)]
@@ -87,7 +87,7 @@ enum Command {
         #[arg(conflicts_with = "reason", value_parser = clap::value_parser!(u64).range(1..))]
         sequences: Vec<u64>,
         /// Replay every dead letter with this reason.
-        #[arg(long, value_parser = reason)]
+        #[arg(long, value_parser = reason())]
         reason: Option<Reason>,
         /// Delete each replayed letter from the dead-letter stream (never
         /// one that was not replayed).
@@ -106,18 +106,20 @@ impl Reason {
     }
 }
 
-/// Parses `--reason`: only the reasons the service writes.
-fn reason(s: &str) -> Result<Reason, String> {
-    REASONS
-        .iter()
-        .find(|r| **r == s)
-        .map(|r| Reason(r))
-        .ok_or_else(|| {
-            format!(
-                "not a reason the service gives; one of: {}",
-                REASONS.join(", ")
-            )
-        })
+/// Parses `--reason`: only the reasons the service writes, listed in
+/// `--help`.
+fn reason() -> impl clap::builder::TypedValueParser<Value = Reason> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(REASONS).map(|chosen| {
+        // The parser accepts only what REASONS holds.
+        Reason(
+            REASONS
+                .iter()
+                .find(|r| **r == chosen)
+                .copied()
+                .unwrap_or("database"),
+        )
+    })
 }
 
 /// Most letters asked for in one pull.
@@ -838,8 +840,11 @@ mod tests {
     #[test]
     fn only_the_reasons_the_service_gives_are_accepted() {
         for r in REASONS {
-            assert_eq!(reason(r).map(Reason::as_str), Ok(r));
+            let args = Args::try_parse_from(["dlq", "list", "--reason", r]).unwrap();
+            assert!(
+                matches!(args.command, Command::List { reason: Some(Reason(x)), .. } if x == r)
+            );
         }
-        assert!(reason("nonsense").is_err());
+        assert!(Args::try_parse_from(["dlq", "list", "--reason", "nonsense"]).is_err());
     }
 }

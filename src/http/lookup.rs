@@ -2,7 +2,7 @@
 //! short memory of the ids PostgreSQL did not have.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -113,15 +113,16 @@ impl Lookup {
 /// query, so a flood of unknown ids costs a query per batch, not per request.
 /// Every waiter for an id gets the same answer, however many there are.
 ///
-/// The task starts with the first miss, inside the runtime serving it, and
-/// ends when every clone is gone.
+/// The task starts with the first miss, on the runtime serving it, and ends
+/// when every clone is gone; a task that ended with its runtime (a host
+/// running the routes on more than one) is started again by the next miss.
 #[derive(Clone)]
 struct Misses(Arc<MissesInner>);
 
 struct MissesInner {
     store: Store,
     cache: Cache,
-    queue: OnceLock<mpsc::Sender<(OrderUid, Answer)>>,
+    queue: Mutex<Option<mpsc::Sender<(OrderUid, Answer)>>>,
     recent: Mutex<HashMap<String, Instant>>,
 }
 
@@ -130,19 +131,34 @@ impl Misses {
         Misses(Arc::new(MissesInner {
             store,
             cache,
-            queue: OnceLock::new(),
+            queue: Mutex::default(),
             recent: Mutex::default(),
         }))
     }
 
     async fn get(&self, uid: &OrderUid) -> Found {
         let (reply, answer) = oneshot::channel();
-        let queue = self.0.queue.get_or_init(|| self.start());
-        queue
-            .send((uid.clone(), reply))
-            .await
-            .map_err(|_| Arc::new(StoreError::Stopped))?;
+        if let Err(mpsc::error::SendError(miss)) =
+            self.queue(false).send((uid.clone(), reply)).await
+        {
+            // The task ended between the check and the send: once more, on
+            // a task of its own.
+            self.queue(true)
+                .send(miss)
+                .await
+                .map_err(|_| Arc::new(StoreError::Stopped))?;
+        }
         answer.await.map_err(|_| Arc::new(StoreError::Stopped))?
+    }
+
+    /// The running task's queue, starting the task if none runs (or,
+    /// with `restart`, in any case).
+    fn queue(&self, restart: bool) -> mpsc::Sender<(OrderUid, Answer)> {
+        let mut queue = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
+        match &*queue {
+            Some(running) if !restart && !running.is_closed() => running.clone(),
+            _ => queue.insert(self.start()).clone(),
+        }
     }
 
     fn start(&self) -> mpsc::Sender<(OrderUid, Answer)> {
@@ -214,7 +230,7 @@ async fn find(
 }
 
 #[cfg(test)]
-mod review_tests {
+mod tests {
     use super::*;
     use crate::store::StoreConfig;
 
@@ -244,6 +260,9 @@ mod review_tests {
 
         let second = runtime();
         let e = second.block_on(lookup.get(&uid)).unwrap_err();
-        assert!(matches!(*e, StoreError::Unavailable(_)), "second runtime: {e}");
+        assert!(
+            matches!(*e, StoreError::Unavailable(_)),
+            "second runtime: {e}"
+        );
     }
 }

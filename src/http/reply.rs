@@ -110,10 +110,13 @@ pub async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible
                 "only GET and HEAD are served".into(),
             )
         } else {
+            // Someone else's rejection (a host's own, which its own
+            // recover should have answered): said without its details,
+            // which are the host's.
             (
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("{rejection:?}"),
+                "the request was rejected".into(),
             )
         };
         json_response(status, to_json(&ErrorBody { error, message }))

@@ -47,6 +47,9 @@ pub const REASONS: [&str; 7] = [
 
 /// What a dead letter says about the message it stands for, in its
 /// headers: the service writes them, the dead-letter tool reads them.
+/// Header values are one line of at most 512 visible characters: control
+/// characters become spaces, longer texts are cut, and an empty one is
+/// written `-`, so only such a letter reads back different.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     /// Why, in short: one of [`REASONS`].

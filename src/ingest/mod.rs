@@ -184,6 +184,7 @@ pub enum IngestError {
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Clone)]
 pub struct Ingestor {
     js: jetstream::Context,
     store: Store,

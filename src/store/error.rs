@@ -23,13 +23,14 @@ use crate::model::Problem;
 /// assert_eq!(err.to_string(), "PostgreSQL gave no answer within 5s");
 /// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// PostgreSQL could not be reached: no connection, or the connection
     /// broke. Retrying later may succeed.
     #[error("PostgreSQL is unavailable")]
     Unavailable(#[source] DatabaseError),
-    /// PostgreSQL did not answer within the time allowed. Retrying later
-    /// may succeed.
+    /// PostgreSQL did not answer within the time allowed (a query, or a
+    /// cache miss's wait). Retrying later may succeed.
     #[error("PostgreSQL gave no answer within {0:?}")]
     Timeout(Duration),
     /// The task that was to ask PostgreSQL stopped before it answered (the

@@ -255,9 +255,21 @@ mod tests {
 
     #[test]
     fn the_columns_match_the_functions_parameters() {
-        let up = include_str!("../../migrations/2026-11-28-000001_insert_orders_function/up.sql");
+        // The function as the newest migration that (re)creates it declares it.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut migrations: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path().join("up.sql"))
+            .collect();
+        migrations.sort();
+        let up = migrations
+            .iter()
+            .rev()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .find(|sql| sql.contains("FUNCTION order_cache_insert("))
+            .expect("a migration creates the function");
         let declared = up
-            .split("CREATE FUNCTION order_cache_insert(")
+            .split("FUNCTION order_cache_insert(")
             .nth(1)
             .and_then(|rest| rest.split(')').next())
             .expect("the migration declares the function");

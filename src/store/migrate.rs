@@ -36,9 +36,11 @@ impl Store {
                 .and_then(|rt| rt.block_on(async { Store::new(config)?.migrate_here().await }));
             let _ = done.send(migrated);
         });
-        result
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Migration(DatabaseError::new(e))))
+        result.await.unwrap_or_else(|_| {
+            Err(StoreError::Migration(DatabaseError::new(
+                "the migration thread died",
+            )))
+        })
     }
 
     async fn migrate_here(&self) -> Result<(), StoreError> {

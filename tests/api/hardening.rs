@@ -197,7 +197,8 @@ async fn a_deadlock_is_the_databases_fault_not_the_orders() {
     let lock = other.batch_execute("LOCK TABLE orders IN EXCLUSIVE MODE");
     let (err, _) = tokio::join!(insert, lock);
     let err = err.unwrap().expect_err("one of the two is aborted");
-    assert!(err.to_string().contains("deadlock"), "{err}");
+    let err_text = order_cache::Report(&err).to_string();
+    assert!(err_text.contains("deadlock"), "{err_text}");
     assert!(err.is_transient() && !err.is_refusal(), "{err:?}");
     assert!(store.writes_failing());
     other.batch_execute("ROLLBACK").await.unwrap();
