@@ -202,7 +202,7 @@ impl Drop for TestStreams {
 
 /// A running service.
 pub struct TestApp {
-    pub client: reqwest_lite::Client,
+    pub client: http_client::Client,
     pub js: jetstream::Context,
     pub ingest: IngestConfig,
     stop: Option<oneshot::Sender<()>>,
@@ -226,7 +226,7 @@ pub async fn spawn_app(db: &TestDb, streams: &TestStreams) -> TestApp {
         .await
         .expect("tests need NATS: set TEST_NATS_URL");
     let app = TestApp {
-        client: reqwest_lite::Client::new(addr),
+        client: http_client::Client::new(addr),
         js: jetstream::new(client),
         ingest: streams.config.clone(),
         stop: Some(stop),
@@ -359,21 +359,59 @@ pub fn example(uid: &str) -> Order {
     Order::decode(&serde_json::to_vec(&example_order(uid)).expect("json")).expect("valid")
 }
 
-/// A minimal HTTP/1.1 client over a raw socket, enough for GETs in tests,
-/// so the tests exercise the real listener without another HTTP stack.
-pub mod reqwest_lite {
+/// The tests' HTTP client: hyper's, one fresh connection per request (no
+/// pool), so each request meets the listener as a new client would.
+pub mod http_client {
     use std::net::SocketAddr;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use bytes::Bytes;
+    use http::{HeaderMap, Method, Request};
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client as Hyper};
+    use hyper_util::rt::TokioExecutor;
+
+    /// Why a request got no answer, with its causes (hyper's own `Display`
+    /// says only "client error (Connect)").
+    #[derive(Debug)]
+    pub struct Error(Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut cause = self.0.source();
+            while let Some(e) = cause {
+                write!(f, ": {e}")?;
+                cause = e.source();
+            }
+            Ok(())
+        }
+    }
+
+    impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for Error {
+        fn from(e: E) -> Error {
+            Error(e.into())
+        }
+    }
+
+    /// A whole answer.
+    pub struct Response {
+        pub status: u16,
+        pub headers: HeaderMap,
+        pub body: Bytes,
+    }
 
     #[derive(Clone)]
     pub struct Client {
         addr: SocketAddr,
+        hyper: Hyper<HttpConnector, Empty<Bytes>>,
     }
 
     impl Client {
         pub fn new(addr: SocketAddr) -> Client {
-            Client { addr }
+            let hyper = Hyper::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http();
+            Client { addr, hyper }
         }
 
         pub fn addr(&self) -> SocketAddr {
@@ -381,63 +419,24 @@ pub mod reqwest_lite {
         }
 
         /// Sends `GET path` and returns the status and body.
-        pub async fn get(&self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-            let (status, _, body) = self.request("GET", path, &[]).await?;
-            Ok((status, body))
+        pub async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), Error> {
+            let answer = self.send(Method::GET, path).await?;
+            Ok((answer.status, answer.body.to_vec()))
         }
 
-        /// Sends a request with extra header lines; returns status, raw
-        /// header block and body. The connection is closed after it.
-        pub async fn request(
-            &self,
-            method: &str,
-            path: &str,
-            headers: &[(&str, &str)],
-        ) -> std::io::Result<(u16, String, Vec<u8>)> {
-            let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
-            let mut req =
-                format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-            for (k, v) in headers {
-                req.push_str(&format!("{k}: {v}\r\n"));
-            }
-            req.push_str("\r\n");
-            stream.write_all(req.as_bytes()).await?;
-            let mut raw = Vec::new();
-            stream.read_to_end(&mut raw).await?;
-            let split = raw
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .ok_or_else(|| std::io::Error::other("no header end"))?;
-            let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-            let status: u16 = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| std::io::Error::other("no status"))?;
-            let mut body = raw[split + 4..].to_vec();
-            if head
-                .to_ascii_lowercase()
-                .contains("transfer-encoding: chunked")
-            {
-                body = dechunk(&body);
-            }
-            Ok((status, head, body))
+        /// Sends `method path` and reads the whole answer.
+        pub async fn send(&self, method: Method, path: &str) -> Result<Response, Error> {
+            let request = Request::builder()
+                .method(method)
+                .uri(format!("http://{}{path}", self.addr))
+                .body(Empty::new())?;
+            let (head, body) = self.hyper.request(request).await?.into_parts();
+            Ok(Response {
+                status: head.status.as_u16(),
+                headers: head.headers,
+                body: body.collect().await?.to_bytes(),
+            })
         }
-    }
-
-    fn dechunk(mut data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16)
-                .unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            let start = pos + 2;
-            out.extend_from_slice(&data[start..start + size]);
-            data = &data[start + size + 2..];
-        }
-        out
     }
 }
 
@@ -498,27 +497,25 @@ where
 /// Every one of `uids` answers 200 with the example order of that id, and
 /// (with `from_cache`) from the cache, not from PostgreSQL; 16 requests at a
 /// time.
-pub async fn assert_all_served(client: &reqwest_lite::Client, uids: &[String], from_cache: bool) {
+pub async fn assert_all_served(client: &http_client::Client, uids: &[String], from_cache: bool) {
     use futures::StreamExt;
     let failures: Vec<String> = futures::stream::iter(uids.iter().cloned())
         .map(|uid| {
             let client = client.clone();
             async move {
                 let path = format!("/orders/{uid}");
-                match client.request("GET", &path, &[]).await {
-                    Ok((200, head, body)) => {
-                        let value: Option<Value> = serde_json::from_slice(&body).ok();
+                match client.send(http::Method::GET, &path).await {
+                    Ok(answer) if answer.status == 200 => {
+                        let value: Option<Value> = serde_json::from_slice(&answer.body).ok();
                         if value.as_ref() != Some(&example_order(&uid)) {
                             Some(format!("{uid}: wrong body"))
-                        } else if from_cache
-                            && !head.to_ascii_lowercase().contains("x-order-cache: hit")
-                        {
+                        } else if from_cache && !is_cache_hit(&answer.headers) {
                             Some(format!("{uid}: not served from the cache"))
                         } else {
                             None
                         }
                     }
-                    Ok((status, _, _)) => Some(format!("{uid}: status {status}")),
+                    Ok(answer) => Some(format!("{uid}: status {}", answer.status)),
                     Err(e) => Some(format!("{uid}: {e}")),
                 }
             }
@@ -534,6 +531,13 @@ pub async fn assert_all_served(client: &reqwest_lite::Client, uids: &[String], f
         uids.len(),
         &failures[..failures.len().min(5)]
     );
+}
+
+/// Whether an answer says it came from the cache (`X-Order-Cache: hit`).
+pub fn is_cache_hit(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("x-order-cache")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"hit"))
 }
 
 /// Creates the orders stream and a durable consumer with `tweak` applied,

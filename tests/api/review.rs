@@ -13,8 +13,8 @@ use order_cache::{app, AppConfig, AppError};
 use tokio::sync::oneshot;
 
 use crate::helpers::{
-    all_handled, assert_all_served, consumer_made_by_hand, eventually, publish_orders,
-    reqwest_lite, spawn_app, unique, TestDb, TestStreams,
+    all_handled, assert_all_served, consumer_made_by_hand, eventually, http_client, publish_orders,
+    spawn_app, unique, TestDb, TestStreams,
 };
 use crate::services::server_bin;
 
@@ -156,7 +156,7 @@ async fn a_consumer_with_a_small_request_batch_limit_is_updated_and_consumes() {
 /// The service with `query_timeout` shortened; the app's HTTP client, its
 /// JetStream context, and a way to stop it.
 struct App {
-    client: reqwest_lite::Client,
+    client: http_client::Client,
     js: jetstream::Context,
     stop: Option<oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<Result<(), AppError>>,
@@ -173,7 +173,7 @@ async fn spawn_with_query_timeout(db: &TestDb, streams: &TestStreams, timeout: D
     let handle = tokio::spawn(app::run(listener, config, async {
         let _ = stopped.await;
     }));
-    let client = reqwest_lite::Client::new(addr);
+    let client = http_client::Client::new(addr);
     eventually(Duration::from_secs(20), "ready", || {
         let client = client.clone();
         async move { matches!(client.get("/readyz").await, Ok((200, _))).then_some(()) }

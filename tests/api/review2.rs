@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 
-use crate::helpers::reqwest_lite;
+use crate::helpers::http_client;
 
 use crate::server::serve_in_process as serve_here;
 
@@ -54,7 +54,7 @@ async fn a_client_that_never_reads_its_answers_does_not_hold_a_slot_forever() {
     // Act: a well-behaved client asks, well past every timeout.
     let answer = tokio::time::timeout(
         Duration::from_secs(8),
-        reqwest_lite::Client::new(addr).get("/healthz"),
+        http_client::Client::new(addr).get("/healthz"),
     )
     .await;
 

@@ -635,8 +635,8 @@ impl ServerProcess {
         }
     }
 
-    pub fn client(&self) -> crate::helpers::reqwest_lite::Client {
-        crate::helpers::reqwest_lite::Client::new(([127, 0, 0, 1], self.port).into())
+    pub fn client(&self) -> crate::helpers::http_client::Client {
+        crate::helpers::http_client::Client::new(([127, 0, 0, 1], self.port).into())
     }
 
     /// The process id, e.g. to read its memory from `/proc`.
