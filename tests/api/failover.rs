@@ -13,8 +13,8 @@ use async_nats::jetstream;
 use order_cache::redact::NatsUrl;
 
 use crate::helpers::{
-    assert_all_served, count_at, eventually, example_order, is_cache_hit, metric, unique, TestDb,
-    TestStreams,
+    assert_all_served, count_at, eventually, example_order, is_cache_hit, metric, poll, unique,
+    TestDb, TestStreams,
 };
 use crate::services::{temp_dir, OwnNatsCluster, OwnPostgres, OwnPostgresPair, ServerProcess};
 
@@ -66,41 +66,47 @@ async fn jetstream_on(urls: &str) -> jetstream::Context {
 /// message stored all the same) is dropped by the stream as a duplicate.
 /// Panics if some are still unacknowledged after `within`.
 async fn publish_surely(js: &jetstream::Context, subject: &str, uids: &[String], within: Duration) {
-    let deadline = Instant::now() + within;
+    let started = Instant::now();
     for chunk in uids.chunks(256) {
-        let mut pending: Vec<&String> = chunk.iter().collect();
-        while !pending.is_empty() {
-            let mut acks = Vec::with_capacity(pending.len());
-            for uid in pending {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, uid.as_str());
-                let payload = serde_json::to_vec(&example_order(uid)).expect("json");
-                let sent = js
-                    .publish_with_headers(subject.to_owned(), headers, payload.into())
-                    .await;
-                acks.push((uid, sent));
-            }
-            // Awaited together: each ack's timeout starts when it is
-            // polled, and acks of messages sent on a connection that died
-            // never come, so one by one a round could take 2 s per message.
-            let acked = futures::future::join_all(acks.into_iter().map(|(uid, sent)| async move {
-                match sent {
-                    Ok(ack) => ack.await.is_ok().then_some(()).ok_or(uid),
-                    Err(_) => Err(uid),
+        let pending = &Mutex::new(chunk.iter().collect::<Vec<&String>>());
+        let every = Duration::from_millis(100);
+        poll(
+            within.saturating_sub(started.elapsed()),
+            every,
+            || async move {
+                let mut acks = Vec::new();
+                let round = std::mem::take(&mut *pending.lock().expect("pending"));
+                for uid in round {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(async_nats::header::NATS_MESSAGE_ID, uid.as_str());
+                    let payload = serde_json::to_vec(&example_order(uid)).expect("json");
+                    let sent = js
+                        .publish_with_headers(subject.to_owned(), headers, payload.into())
+                        .await;
+                    acks.push((uid, sent));
                 }
-            }))
-            .await;
-            let failed: Vec<&String> = acked.into_iter().filter_map(Result::err).collect();
-            assert!(
-                failed.is_empty() || Instant::now() < deadline,
-                "{} orders never acknowledged by the stream",
-                failed.len()
-            );
-            if !failed.is_empty() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            pending = failed;
-        }
+                // Awaited together: each ack's timeout starts when it is
+                // polled, and acks of messages sent on a connection that died
+                // never come, so one by one a round could take 2 s per message.
+                let acked =
+                    futures::future::join_all(acks.into_iter().map(|(uid, sent)| async move {
+                        match sent {
+                            Ok(ack) => ack.await.is_ok().then_some(()).ok_or(uid),
+                            Err(_) => Err(uid),
+                        }
+                    }))
+                    .await;
+                let failed: Vec<&String> = acked.into_iter().filter_map(Result::err).collect();
+                let unacknowledged = failed.len();
+                *pending.lock().expect("pending") = failed;
+                match unacknowledged {
+                    0 => Ok(()),
+                    n => Err(format!("{n} orders never acknowledged by the stream")),
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("publishing: {e}"));
     }
 }
 
@@ -153,17 +159,14 @@ impl Progress {
     /// Waits until at least `n` rows are stored, or panics after `within`.
     async fn wait_for(&self, n: i64, within: Duration, what: &str) -> Duration {
         let started = Instant::now();
-        loop {
+        let every = Duration::from_millis(20);
+        poll(within, every, || async {
             let now = self.now();
-            if now >= n {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < within,
-                "{what}: {now} of {n} orders stored after {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (now >= n).then_some(()).ok_or(now)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: fewer than {n} orders stored: {e}"));
+        started.elapsed()
     }
 
     /// The pause after a fault injected at `t0`, read from the samples.
@@ -235,22 +238,21 @@ async fn leaders(
     consumer: &str,
     within: Duration,
 ) -> (String, Option<String>) {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(mut s) = js.get_stream(stream).await {
-            let stream_leader = s.info().await.ok().and_then(|i| i.cluster.clone()?.leader);
-            if let Some(leader) = stream_leader {
-                let consumer_leader = s
-                    .consumer_info(consumer)
-                    .await
-                    .ok()
-                    .and_then(|i| i.cluster?.leader);
-                return (leader, consumer_leader);
-            }
-        }
-        assert!(Instant::now() < deadline, "stream {stream} has no leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(within, &format!("stream {stream} has a leader"), || async {
+        let mut s = js.get_stream(stream).await.ok()?;
+        let leader = s
+            .info()
+            .await
+            .ok()
+            .and_then(|i| i.cluster.clone()?.leader)?;
+        let consumer_leader = s
+            .consumer_info(consumer)
+            .await
+            .ok()
+            .and_then(|i| i.cluster?.leader);
+        Some((leader, consumer_leader))
+    })
+    .await
 }
 
 /// Steps the consumer's leader down until the node leading the stream leads
@@ -262,16 +264,13 @@ async fn colocate_leaders(
     consumer: &str,
     within: Duration,
 ) -> String {
-    let deadline = Instant::now() + within;
-    loop {
+    // After a step-down, the next look waits for the new election.
+    let every = Duration::from_millis(500);
+    poll(within, every, || async {
         let (stream_leader, consumer_leader) = leaders(js, stream, consumer, within).await;
         if consumer_leader.as_ref() == Some(&stream_leader) {
-            return stream_leader;
+            return Ok(stream_leader);
         }
-        assert!(
-            Instant::now() < deadline,
-            "the consumer's leader never moved to {stream_leader}"
-        );
         let _ = js
             .client()
             .request(
@@ -279,9 +278,12 @@ async fn colocate_leaders(
                 bytes::Bytes::new(),
             )
             .await;
-        // The next look waits for the new election.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Err(format!(
+            "the consumer's leader is {consumer_leader:?}, not {stream_leader}"
+        ))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the consumer's leader never moved: {e}"))
 }
 
 /// Waits until `server` is ready, then stops it (SIGTERM, as a deployment

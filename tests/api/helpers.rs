@@ -239,14 +239,14 @@ pub async fn spawn_app(db: &TestDb, streams: &TestStreams) -> TestApp {
 impl TestApp {
     /// Waits until `/readyz` says 200.
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = self.client.get("/readyz").await {
-                return;
+        eventually(Duration::from_secs(20), "service ready", || async {
+            match self.client.get("/readyz").await {
+                Ok((200, _)) => Ok(()),
+                Ok((status, _)) => Err(format!("status {status}")),
+                Err(e) => Err(e.to_string()),
             }
-            assert!(Instant::now() < deadline, "service not ready in time");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Publishes a payload and waits for JetStream to store it.
@@ -272,51 +272,51 @@ impl TestApp {
 
     /// Polls `GET /orders/{uid}` until it answers 200, or panics.
     pub async fn wait_for_order(&self, uid: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = self
-                .client
-                .get(&format!("/orders/{uid}"))
-                .await
-                .expect("GET order");
-            if status == 200 {
-                return serde_json::from_slice(&body).expect("order is JSON");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "order {uid} never served (last status {status})"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let path = format!("/orders/{uid}");
+        let body = eventually(
+            Duration::from_secs(20),
+            &format!("order {uid} served"),
+            || async {
+                match self.client.get(&path).await.expect("GET order") {
+                    (200, body) => Ok(body),
+                    (status, _) => Err(format!("status {status}")),
+                }
+            },
+        )
+        .await;
+        serde_json::from_slice(&body).expect("order is JSON")
     }
 
     /// Every message in the dead-letter stream, once it holds at least `n`.
     pub async fn dead_letters(&self, n: u64) -> Vec<jetstream::message::StreamMessage> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut stream = self
+        let stream = self
             .js
             .get_stream(&self.ingest.dlq_stream)
             .await
             .expect("dead-letter stream");
-        loop {
-            let info = stream.info().await.expect("stream info");
-            let state = info.state.clone();
-            if state.messages >= n {
-                let mut out = Vec::new();
-                for seq in state.first_sequence..=state.last_sequence {
-                    if let Ok(m) = stream.get_raw_message(seq).await {
-                        out.push(m);
+        let state = eventually(
+            Duration::from_secs(20),
+            &format!("{n} dead letters"),
+            || {
+                let mut stream = stream.clone();
+                async move {
+                    let state = stream.info().await.expect("stream info").state.clone();
+                    if state.messages >= n {
+                        Ok(state)
+                    } else {
+                        Err(format!("{} arrived", state.messages))
                     }
                 }
-                return out;
+            },
+        )
+        .await;
+        let mut out = Vec::new();
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                out.push(m);
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} dead letters arrived",
-                state.messages
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        out
     }
 
     /// Whether the service task is still running (it never exits by itself).
@@ -477,21 +477,80 @@ pub async fn execute_at(url: &str, sql: &str) {
     conn.batch_execute(sql).await.expect("sql");
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`
-/// after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// What a check polled by [`eventually`] answers: `Some`/`Ok` when done,
+/// `None`/`Err` while not yet (an `Err` says why, for the failure message).
+pub trait Outcome {
+    type Value;
+    fn done(self) -> Result<Self::Value, Option<String>>;
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
     }
+}
+
+impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
+    type Value = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.map_err(|e| Some(e.to_string()))
+    }
+}
+
+/// A check that was not done in time, with what it last said.
+#[derive(Debug)]
+pub struct NotInTime {
+    pub within: Duration,
+    pub last: Option<String>,
+}
+
+impl std::fmt::Display for NotInTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not within {:?}", self.within)?;
+        match &self.last {
+            Some(last) => write!(f, " (last: {last})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Polls `check` every `every` until it is done, or gives up after `within`
+/// with what it last said. [`eventually`] is this with 50 ms and a panic.
+pub async fn poll<O, F, Fut>(
+    within: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<O::Value, NotInTime>
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+{
+    let started = Instant::now();
+    loop {
+        let last = match check().await.done() {
+            Ok(v) => return Ok(v),
+            Err(last) => last,
+        };
+        if started.elapsed() >= within {
+            return Err(NotInTime { within, last });
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Polls `check` every 50 ms until it is done, or panics with `what` (and
+/// what the check last said) after `within`.
+pub async fn eventually<O, F, Fut>(within: Duration, what: &str, check: F) -> O::Value
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+{
+    poll(within, Duration::from_millis(50), check)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// Every one of `uids` answers 200 with the example order of that id, and
@@ -585,4 +644,24 @@ pub async fn all_handled(js: &jetstream::Context, streams: &TestStreams, within:
         (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "the answer: not within 100ms (last: still 41)")]
+async fn eventually_gives_up_with_what_the_check_last_said() {
+    eventually(Duration::from_millis(100), "the answer", || async {
+        Err::<(), _>("still 41")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn eventually_returns_the_first_value_the_check_is_done_with() {
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    let n = eventually(Duration::from_secs(5), "three tries", || async {
+        let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        (n == 3).then_some(n)
+    })
+    .await;
+    assert_eq!(n, 3);
 }

@@ -13,8 +13,8 @@ use order_cache::{app, AppConfig, AppError};
 use tokio::sync::oneshot;
 
 use crate::helpers::{
-    all_handled, assert_all_served, consumer_made_by_hand, eventually, http_client, publish_orders,
-    spawn_app, unique, TestDb, TestStreams,
+    all_handled, assert_all_served, consumer_made_by_hand, eventually, http_client, poll,
+    publish_orders, spawn_app, unique, TestDb, TestStreams,
 };
 use crate::services::server_bin;
 
@@ -139,12 +139,13 @@ async fn a_consumer_with_a_small_request_batch_limit_is_updated_and_consumes() {
     let app = spawn_app(&db, &streams).await;
     let uids = ids("mb", 5);
     publish_orders(&app.js, &app.ingest.subject, &uids).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut stored = 0;
-    while Instant::now() < deadline && stored < 5 {
-        stored = db.count("SELECT count(*) AS n FROM orders").await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let count = || db.count("SELECT count(*) AS n FROM orders");
+    let every = Duration::from_millis(200);
+    let _ = poll(Duration::from_secs(15), every, || async {
+        (count().await >= 5).then_some(())
+    })
+    .await;
+    let stored = count().await;
     let (ready, _) = app.client.get("/readyz").await.unwrap();
     assert_eq!(
         stored, 5,

@@ -474,27 +474,20 @@ impl OwnNatsCluster {
     /// leader is elected and knows each peer): a probe stream with one
     /// replica per node is created and deleted.
     pub async fn wait_jetstream(&self, js: &async_nats::jetstream::Context, within: Duration) {
-        let deadline = Instant::now() + within;
         let probe = async_nats::jetstream::stream::Config {
             name: "CLUSTER_PROBE".into(),
             subjects: vec!["cluster.probe".into()],
             num_replicas: self.nodes.len(),
             ..Default::default()
         };
-        loop {
-            match js.create_stream(probe.clone()).await {
-                Ok(_) => {
-                    let _ = js.delete_stream("CLUSTER_PROBE").await;
-                    return;
-                }
-                Err(e) => assert!(
-                    Instant::now() < deadline,
-                    "JetStream cluster not ready: {e}\n{}",
-                    self.logs()
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let every = Duration::from_millis(100);
+        crate::helpers::poll(within, every, || async {
+            js.create_stream(probe.clone()).await?;
+            let _ = js.delete_stream("CLUSTER_PROBE").await;
+            Ok::<_, async_nats::jetstream::context::CreateStreamError>(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("JetStream cluster not ready: {e}\n{}", self.logs()));
     }
 
     /// The last lines of every node's log, to explain a failure.
@@ -660,19 +653,25 @@ impl ServerProcess {
     /// Panics, with the server's output, if it exits or `within` passes.
     pub async fn wait_status(&mut self, path: &str, want: u16, within: Duration) -> Duration {
         let started = Instant::now();
-        loop {
-            if let Ok((status, _)) = self.client().get(path).await {
-                if status == want {
-                    return started.elapsed();
+        let client = self.client();
+        let every = Duration::from_millis(50);
+        let answered = crate::helpers::poll(within, every, || {
+            let running = self.is_running();
+            let client = client.clone();
+            async move {
+                match client.get(path).await {
+                    Ok((status, _)) if status == want => Ok(Ok(())),
+                    _ if !running => Ok(Err("server exited")),
+                    Ok((status, _)) => Err(format!("status {status}")),
+                    Err(e) => Err(e.to_string()),
                 }
             }
-            assert!(self.is_running(), "server exited:\n{}", self.output());
-            assert!(
-                started.elapsed() < within,
-                "{path} never answered {want}\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        match answered {
+            Ok(Ok(())) => started.elapsed(),
+            Ok(Err(exited)) => panic!("{exited}:\n{}", self.output()),
+            Err(e) => panic!("{path} never answered {want}: {e}\n{}", self.output()),
         }
     }
 
