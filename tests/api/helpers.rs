@@ -471,6 +471,44 @@ pub async fn run_checker(command: &mut tokio::process::Command, failure: &str) -
     stdout
 }
 
+/// Runs `command` to its exit, killed after `within`; its exit status (None
+/// if it was killed) and what it printed, stdout then stderr.
+pub async fn run_to_exit(
+    command: &mut tokio::process::Command,
+    within: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    use std::process::Stdio;
+    use tokio::io::AsyncReadExt;
+    async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes).await;
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    // The pipes are read while it runs, so a chatty child never blocks on
+    // a full one.
+    let exited = async {
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.kill().await;
+                None
+            }
+        }
+    };
+    let (status, out, err) = tokio::join!(exited, read_all(stdout), read_all(stderr));
+    (status, out + &err)
+}
+
 /// Runs SQL at `url` (e.g. `ALTER DATABASE …` from the admin database).
 pub async fn execute_at(url: &str, sql: &str) {
     let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
