@@ -12,13 +12,13 @@
 //! `.ci/run` installs; built only with the `e2e` feature. Writes the
 //! screenshots `docs/page-phone.png` and `docs/page-desktop.png`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use serde_json::Value;
 
 use crate::helpers::{
-    example_order, require_tool, run_checker, spawn_app, unique, TestDb, TestStreams,
+    example_order, poll, require_tool, run_checker, spawn_app, unique, TestDb, TestStreams,
 };
 use crate::services::temp_dir;
 
@@ -87,12 +87,13 @@ const LIVE_COUNT: usize = 30;
 /// Waits (up to 5 minutes, the whole browser run) until `signal` exists,
 /// then publishes [`LIVE_COUNT`] orders, one every 100 ms.
 async fn publish_when_asked(js: jetstream::Context, subject: String, signal: std::path::PathBuf) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !signal.exists() {
-        if Instant::now() > deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let every = Duration::from_millis(50);
+    let asked = poll(Duration::from_secs(300), every, || {
+        std::future::ready(signal.exists().then_some(()))
+    })
+    .await;
+    if asked.is_err() {
+        return;
     }
     let prefix = unique("live");
     for i in 0..LIVE_COUNT {

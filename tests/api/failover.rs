@@ -290,7 +290,7 @@ async fn colocate_leaders(
 /// replaces an instance).
 async fn first_ready(mut server: ServerProcess, within: Duration) {
     server.wait_ready(within).await;
-    let stopped = server.terminate(Duration::from_secs(15));
+    let stopped = server.terminate(Duration::from_secs(15)).await;
     assert!(stopped.is_some_and(|(status, _)| status.success()));
 }
 
@@ -316,7 +316,7 @@ async fn the_nats_node_leading_the_stream_killed_mid_ingest_loses_and_duplicates
     const N: usize = 12_000;
     const BACKLOG: usize = 8_000;
     let test_started = Instant::now();
-    let mut cluster = OwnNatsCluster::start(3);
+    let mut cluster = OwnNatsCluster::start(3).await;
     let urls = cluster.urls();
     let js = jetstream_on(&urls).await;
     cluster.wait_jetstream(&js, Duration::from_secs(20)).await;
@@ -381,7 +381,7 @@ async fn the_nats_node_leading_the_stream_killed_mid_ingest_loses_and_duplicates
     .await;
     let published_at_kill = messages_in(&js, &config.stream).await;
     let node = cluster.node_named(&leader).expect("the leader is ours");
-    cluster.kill(node);
+    cluster.kill(node).await;
     let killed = Instant::now();
     let at_kill = progress.now();
     assert!(
@@ -421,7 +421,7 @@ async fn the_nats_node_leading_the_stream_killed_mid_ingest_loses_and_duplicates
     )
     .await;
     assert_ne!(new_leader, leader);
-    cluster.resume(node);
+    cluster.resume(node).await;
 
     tokio::time::timeout(Duration::from_secs(60), publisher)
         .await
@@ -481,7 +481,7 @@ async fn the_postgres_primary_killed_and_its_standby_promoted_mid_ingest_loses_n
     /// How long the test leaves the cluster without a primary.
     const GAP: Duration = Duration::from_secs(2);
     let test_started = Instant::now();
-    let pair = OwnPostgresPair::start("orders");
+    let pair = OwnPostgresPair::start("orders").await;
     let db_url = pair.url("orders");
     let streams = TestStreams::new();
     let js = jetstream_on(&streams.nats_url).await;
@@ -502,7 +502,7 @@ async fn the_postgres_primary_killed_and_its_standby_promoted_mid_ingest_loses_n
         .wait_for(2_000, Duration::from_secs(30), "before the kill")
         .await;
 
-    pair.primary.stop_immediate();
+    pair.primary.stop_immediate().await;
     let killed = Instant::now();
     let at_kill = progress.now();
     assert!(
@@ -576,7 +576,7 @@ async fn the_postgres_primary_killed_and_its_standby_promoted_mid_ingest_loses_n
 /// are terminated, as PostgreSQL does at a failover.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_whose_commit_reply_was_lost_is_still_cached() {
-    let pg = OwnPostgres::start();
+    let pg = OwnPostgres::start().await;
     pg.create_database("orders");
     let streams = TestStreams::new();
     let js = jetstream_on(&streams.nats_url).await;

@@ -24,9 +24,9 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
-    let pg = OwnPostgres::start();
+    let pg = OwnPostgres::start().await;
     pg.create_database("orders");
-    let nats = OwnNats::start();
+    let nats = OwnNats::start().await;
     let mut streams = TestStreams::on(nats.url());
     // Redeliver what a killed instance had fetched within seconds.
     streams.config.ack_wait = Duration::from_secs(3);
@@ -181,7 +181,7 @@ async fn postgres_stopped_hard_mid_ingest_loses_nothing_and_cached_orders_stay_s
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rig.pg.stop_immediate();
+    rig.pg.stop_immediate().await;
     let down = Instant::now();
     let to_503 = server
         .wait_status("/readyz", 503, Duration::from_secs(10))
@@ -199,7 +199,7 @@ async fn postgres_stopped_hard_mid_ingest_loses_nothing_and_cached_orders_stay_s
         assert!(server.is_running());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    rig.pg.resume();
+    rig.pg.resume().await;
     let back = Instant::now();
     server.wait_ready(Duration::from_secs(30)).await;
     let to_ready = back.elapsed();
@@ -225,10 +225,10 @@ async fn nats_killed_and_restarted_mid_ingest_loses_nothing() {
     let mut server = rig.spawn();
     rig.wait_stored(1_000, Duration::from_secs(60)).await;
 
-    rig.nats.kill();
+    rig.nats.kill().await;
     let stored_while_down = rig.stored().await.unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    rig.nats.resume();
+    rig.nats.resume().await;
     let back = Instant::now();
 
     rig.wait_stored(N as i64, Duration::from_secs(120)).await;
@@ -253,6 +253,7 @@ async fn sigterm_mid_ingest_commits_the_batch_in_flight_and_exits_zero() {
 
     let (status, took) = server
         .terminate(Duration::from_secs(15))
+        .await
         .expect("exits within 15 s of SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     eprintln!("sigterm: exited in {took:?}");

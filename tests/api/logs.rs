@@ -130,7 +130,7 @@ async fn json_logs_carry_one_warning_per_rejection_and_no_password() {
         !text.contains(PASSWORD),
         "the password leaked into the log:\n{text}"
     );
-    let _ = server.terminate(Duration::from_secs(20));
+    let _ = server.terminate(Duration::from_secs(20)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -85,7 +85,7 @@ fn assert_no_secret(text: &str, what: &str) {
 async fn no_database_password_leaks_from_a_failed_start() {
     // A server that refuses the password it was sent in clear, and one that
     // has no such database: whatever they answer, it is printed.
-    let refusing = OwnPostgres::start_with_password("the-right-one");
+    let refusing = OwnPostgres::start_with_password("the-right-one").await;
     let (admin, _) = admin_url()
         .rsplit_once('/')
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -119,8 +119,9 @@ async fn no_database_password_leaks_from_a_failed_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_nats_password_or_token_leaks_from_a_failed_start() {
     let db = TestDb::create().await;
-    let user_password = OwnNats::start_with(&["--user", "natsuser", "--pass", "the-right-one"]);
-    let token = OwnNats::start_with(&["--auth", "the-right-token"]);
+    let user_password =
+        OwnNats::start_with(&["--user", "natsuser", "--pass", "the-right-one"]).await;
+    let token = OwnNats::start_with(&["--auth", "the-right-token"]).await;
     let mut urls = dead_nats_urls();
     urls.extend([
         format!(
@@ -147,8 +148,8 @@ async fn nats_credentials_in_the_url_authenticate_and_are_never_logged() {
     let dir = temp_dir("order-cache-secrets");
     // The password is `Zq9Leak pct/@:?&%Zq9Leak`, given percent-encoded.
     let password = percent_decode(PCT_ENCODED);
-    let user_password = OwnNats::start_with(&["--user", "natsuser", "--pass", &password]);
-    let token = OwnNats::start_with(&["--auth", &format!("{MARK}-token")]);
+    let user_password = OwnNats::start_with(&["--user", "natsuser", "--pass", &password]).await;
+    let token = OwnNats::start_with(&["--auth", &format!("{MARK}-token")]).await;
     for (i, url) in [
         format!(
             "nats://natsuser:{PCT_ENCODED}@127.0.0.1:{}",
@@ -168,7 +169,7 @@ async fn nats_credentials_in_the_url_authenticate_and_are_never_logged() {
             Some(&log),
         );
         server.wait_ready(Duration::from_secs(30)).await;
-        let _ = server.terminate(Duration::from_secs(20));
+        let _ = server.terminate(Duration::from_secs(20)).await;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(text.contains("listening"), "{text}");
         assert_no_secret(&text, url);
