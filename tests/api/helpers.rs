@@ -349,9 +349,45 @@ impl Drop for TestApp {
 pub fn example_order(uid: &str) -> Value {
     let mut v: Value =
         serde_json::from_slice(include_bytes!("../../examples/example.json")).expect("example");
-    v["order_uid"] = Value::String(uid.into());
-    v["payment"]["transaction"] = Value::String(uid.into());
+    set_at(&mut v, "/order_uid", uid.into());
+    set_at(&mut v, "/payment/transaction", uid.into());
     v
+}
+
+/// Splits a JSON Pointer (`/items/0/brand`) into its parent's and the last
+/// key, unescaped (`~1` is `/`, `~0` is `~`).
+fn parent_and_key(pointer: &str) -> (&str, String) {
+    let (parent, key) = pointer
+        .rsplit_once('/')
+        .unwrap_or_else(|| panic!("{pointer:?} is not a JSON Pointer"));
+    (parent, key.replace("~1", "/").replace("~0", "~"))
+}
+
+/// Sets the value at `pointer` (a JSON Pointer: `/items/0/brand`), adding
+/// the key if its object lacks it; panics if the parent does not exist or
+/// an array has no such index, so a mistyped path never passes quietly.
+pub fn set_at(value: &mut Value, pointer: &str, new: Value) {
+    let (parent, key) = parent_and_key(pointer);
+    match value.pointer_mut(parent) {
+        Some(Value::Object(fields)) => {
+            fields.insert(key, new);
+        }
+        Some(Value::Array(items)) => {
+            let slot = key.parse::<usize>().ok().and_then(|i| items.get_mut(i));
+            *slot.unwrap_or_else(|| panic!("no element {pointer}")) = new;
+        }
+        _ => panic!("no object or array to set {pointer} in"),
+    }
+}
+
+/// Removes the key at `pointer` from its object; panics if there is none.
+pub fn remove_at(value: &mut Value, pointer: &str) {
+    let (parent, key) = parent_and_key(pointer);
+    value
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .and_then(|fields| fields.remove(&key))
+        .unwrap_or_else(|| panic!("nothing to remove at {pointer}"));
 }
 
 /// The example order, decoded, with a fresh id.
@@ -702,4 +738,23 @@ async fn eventually_returns_the_first_value_the_check_is_done_with() {
     })
     .await;
     assert_eq!(n, 3);
+}
+
+#[test]
+fn set_at_sets_and_adds_by_json_pointer_and_remove_at_removes() {
+    let mut v = serde_json::json!({"items": [{"brand": "a"}], "a/b": 1});
+    set_at(&mut v, "/items/0/brand", "b".into());
+    set_at(&mut v, "/items/0/colour", "red".into());
+    set_at(&mut v, "/a~1b", 2.into());
+    remove_at(&mut v, "/items/0/brand");
+    assert_eq!(
+        v,
+        serde_json::json!({"items": [{"colour": "red"}], "a/b": 2})
+    );
+}
+
+#[test]
+#[should_panic(expected = "no object or array to set /itmes/0/brand in")]
+fn set_at_refuses_a_path_whose_parent_is_missing() {
+    set_at(&mut example_order("x"), "/itmes/0/brand", "b".into());
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{example_order, poll, unique, TestDb, TestStreams};
+use crate::helpers::{example_order, poll, set_at, unique, TestDb, TestStreams};
 use crate::services::{server_bin, temp_dir, ServerProcess};
 
 const PASSWORD: &str = "pw-that-must-not-leak";
@@ -64,7 +64,7 @@ async fn json_logs_carry_one_warning_per_rejection_and_no_password() {
     let garbage_seq = publish(b"{\"order_uid\": \"x\", oops".to_vec()).await;
     let invalid = {
         let mut o = example_order(&unique("neg"));
-        o["payment"]["amount"] = (-5).into();
+        set_at(&mut o, "/payment/amount", (-5).into());
         serde_json::to_vec(&o).expect("json")
     };
     let invalid_seq = publish(invalid).await;
