@@ -12,13 +12,13 @@
 //! `.ci/run` installs; built only with the `e2e` feature. Writes the
 //! screenshots `docs/page-phone.png` and `docs/page-desktop.png`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use serde_json::Value;
 
 use crate::helpers::{
-    example_order, require_tool, run_checker, spawn_app, unique, TestDb, TestStreams,
+    example_order, poll, require_tool, run_checker, set_at, spawn_app, unique, TestDb, TestStreams,
 };
 use crate::services::temp_dir;
 
@@ -32,11 +32,23 @@ const BIG_ID: &str = "big-integers-order";
 /// `page.test.mjs` expects exactly these.
 fn big_integers_order() -> Value {
     let mut order = example_order(BIG_ID);
-    order["payment"]["amount"] = i64::MAX.into();
-    order["payment"]["payment_dt"] = 9_007_199_254_740_993_i64.into();
-    order["payment"]["goods_total"] = 9_007_199_254_740_993_i64.into();
-    order["items"][0]["chrt_id"] = 9_007_199_254_740_993_i64.into();
-    order["items"][0]["nm_id"] = i64::MAX.into();
+    set_at(&mut order, "/payment/amount", i64::MAX.into());
+    set_at(
+        &mut order,
+        "/payment/payment_dt",
+        9_007_199_254_740_993_i64.into(),
+    );
+    set_at(
+        &mut order,
+        "/payment/goods_total",
+        9_007_199_254_740_993_i64.into(),
+    );
+    set_at(
+        &mut order,
+        "/items/0/chrt_id",
+        9_007_199_254_740_993_i64.into(),
+    );
+    set_at(&mut order, "/items/0/nm_id", i64::MAX.into());
     order
 }
 
@@ -77,7 +89,7 @@ fn hostile_order() -> Value {
     order["items"].as_array_mut().expect("items").push(second);
     let mut n = 0;
     poison(&mut order, &mut n);
-    order["delivery"]["name"] = MARKUP[0].into();
+    set_at(&mut order, "/delivery/name", MARKUP[0].into());
     order
 }
 
@@ -87,12 +99,13 @@ const LIVE_COUNT: usize = 30;
 /// Waits (up to 5 minutes, the whole browser run) until `signal` exists,
 /// then publishes [`LIVE_COUNT`] orders, one every 100 ms.
 async fn publish_when_asked(js: jetstream::Context, subject: String, signal: std::path::PathBuf) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !signal.exists() {
-        if Instant::now() > deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let every = Duration::from_millis(50);
+    let asked = poll(Duration::from_secs(300), every, || {
+        std::future::ready(signal.exists().then_some(()))
+    })
+    .await;
+    if asked.is_err() {
+        return;
     }
     let prefix = unique("live");
     for i in 0..LIVE_COUNT {

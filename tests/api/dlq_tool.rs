@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -16,8 +16,8 @@ use order_cache::ingest::{
 };
 use serde_json::json;
 
-use crate::helpers::{example_order, spawn_app, unique, TestDb, TestStreams};
-use crate::services::{free_port, temp_dir};
+use crate::helpers::{example_order, poll, spawn_app, unique, TestDb, TestStreams};
+use crate::services::{free_port, temp_dir, wait_for_port};
 
 /// What a run of the tool printed and how it exited.
 struct Run {
@@ -401,7 +401,7 @@ struct LockedNats {
 }
 
 impl LockedNats {
-    fn start() -> LockedNats {
+    async fn start() -> LockedNats {
         let dir = temp_dir("order-cache-dlq-nats");
         let port = free_port();
         let config = dir.join("nats.conf");
@@ -434,12 +434,9 @@ accounts {{
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server on PATH");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        LockedNats { dir, port, child }
+        let nats = LockedNats { dir, port, child };
+        wait_for_port(port, true, Duration::from_secs(20)).await;
+        nats
     }
 
     fn url(&self) -> String {
@@ -464,7 +461,7 @@ impl Drop for LockedNats {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn read_errors_are_fatal_never_an_empty_answer() {
-    let nats = LockedNats::start();
+    let nats = LockedNats::start().await;
     let t = Topology::with(TestStreams::on(nats.url()), nats.admin().await).await;
     t.dead_letters([letter("syntax", 1, "{")]).await;
     let dlq = t.streams.config.dlq_stream().clone();
@@ -559,16 +556,19 @@ async fn many_letters_are_listed_completely() {
 
 /// Peak resident memory of a child, sampled from /proc while it runs (the
 /// high-water mark only grows, so the last sample is close to the peak).
-fn run_measuring_peak_kib(mut command: std::process::Command) -> (std::process::ExitStatus, u64) {
+async fn run_measuring_peak_kib(
+    mut command: tokio::process::Command,
+) -> (std::process::ExitStatus, u64) {
     let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("spawn");
-    let status_file = format!("/proc/{}/status", child.id());
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let status_file = format!("/proc/{}/status", child.id().expect("running"));
     let mut peak = 0;
-    loop {
+    let every = Duration::from_millis(5);
+    let status = poll(Duration::from_secs(90), every, || {
         if let Ok(status) = std::fs::read_to_string(&status_file) {
             if let Some(kib) = status
                 .lines()
@@ -578,12 +578,11 @@ fn run_measuring_peak_kib(mut command: std::process::Command) -> (std::process::
                 peak = peak.max(kib);
             }
         }
-        if let Some(status) = child.try_wait().expect("wait") {
-            return (status, peak);
-        }
-        assert!(Instant::now() < deadline, "still running after 90 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        std::future::ready(child.try_wait().expect("wait"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the listing: {e}"));
+    (status, peak)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -595,14 +594,12 @@ async fn listing_memory_does_not_grow_with_the_letters() {
     t.dead_letters((0..LETTERS).map(|i| letter("invalid", i as u64 + 1, payload.clone())))
         .await;
 
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_order-cache-dlq"));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-cache-dlq"));
     command
         .env("NATS_URL", &t.streams.nats_url)
         .env("ORDERS_STREAM", &t.streams.config.stream)
         .args(["list", "--width", "10"]);
-    let (status, peak_kib) = tokio::task::spawn_blocking(move || run_measuring_peak_kib(command))
-        .await
-        .expect("measure");
+    let (status, peak_kib) = run_measuring_peak_kib(command).await;
     assert!(status.success(), "{status}");
     assert!(
         peak_kib < 48 * 1024,

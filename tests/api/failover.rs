@@ -13,7 +13,8 @@ use async_nats::jetstream;
 use order_cache::NatsUrl;
 
 use crate::helpers::{
-    assert_all_served, count_at, eventually, example_order, metric, unique, TestDb, TestStreams,
+    assert_all_served, count_at, eventually, example_order, is_cache_hit, metric, poll, unique,
+    TestDb, TestStreams,
 };
 use crate::services::{temp_dir, OwnNatsCluster, OwnPostgres, OwnPostgresPair, ServerProcess};
 
@@ -65,41 +66,47 @@ async fn jetstream_on(urls: &str) -> jetstream::Context {
 /// message stored all the same) is dropped by the stream as a duplicate.
 /// Panics if some are still unacknowledged after `within`.
 async fn publish_surely(js: &jetstream::Context, subject: &str, uids: &[String], within: Duration) {
-    let deadline = Instant::now() + within;
+    let started = Instant::now();
     for chunk in uids.chunks(256) {
-        let mut pending: Vec<&String> = chunk.iter().collect();
-        while !pending.is_empty() {
-            let mut acks = Vec::with_capacity(pending.len());
-            for uid in pending {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, uid.as_str());
-                let payload = serde_json::to_vec(&example_order(uid)).expect("json");
-                let sent = js
-                    .publish_with_headers(subject.to_owned(), headers, payload.into())
-                    .await;
-                acks.push((uid, sent));
-            }
-            // Awaited together: each ack's timeout starts when it is
-            // polled, and acks of messages sent on a connection that died
-            // never come, so one by one a round could take 2 s per message.
-            let acked = futures::future::join_all(acks.into_iter().map(|(uid, sent)| async move {
-                match sent {
-                    Ok(ack) => ack.await.is_ok().then_some(()).ok_or(uid),
-                    Err(_) => Err(uid),
+        let pending = &Mutex::new(chunk.iter().collect::<Vec<&String>>());
+        let every = Duration::from_millis(100);
+        poll(
+            within.saturating_sub(started.elapsed()),
+            every,
+            || async move {
+                let mut acks = Vec::new();
+                let round = std::mem::take(&mut *pending.lock().expect("pending"));
+                for uid in round {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(async_nats::header::NATS_MESSAGE_ID, uid.as_str());
+                    let payload = serde_json::to_vec(&example_order(uid)).expect("json");
+                    let sent = js
+                        .publish_with_headers(subject.to_owned(), headers, payload.into())
+                        .await;
+                    acks.push((uid, sent));
                 }
-            }))
-            .await;
-            let failed: Vec<&String> = acked.into_iter().filter_map(Result::err).collect();
-            assert!(
-                failed.is_empty() || Instant::now() < deadline,
-                "{} orders never acknowledged by the stream",
-                failed.len()
-            );
-            if !failed.is_empty() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            pending = failed;
-        }
+                // Awaited together: each ack's timeout starts when it is
+                // polled, and acks of messages sent on a connection that died
+                // never come, so one by one a round could take 2 s per message.
+                let acked =
+                    futures::future::join_all(acks.into_iter().map(|(uid, sent)| async move {
+                        match sent {
+                            Ok(ack) => ack.await.is_ok().then_some(()).ok_or(uid),
+                            Err(_) => Err(uid),
+                        }
+                    }))
+                    .await;
+                let failed: Vec<&String> = acked.into_iter().filter_map(Result::err).collect();
+                let unacknowledged = failed.len();
+                *pending.lock().expect("pending") = failed;
+                match unacknowledged {
+                    0 => Ok(()),
+                    n => Err(format!("{n} orders never acknowledged by the stream")),
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("publishing: {e}"));
     }
 }
 
@@ -152,17 +159,14 @@ impl Progress {
     /// Waits until at least `n` rows are stored, or panics after `within`.
     async fn wait_for(&self, n: i64, within: Duration, what: &str) -> Duration {
         let started = Instant::now();
-        loop {
+        let every = Duration::from_millis(20);
+        poll(within, every, || async {
             let now = self.now();
-            if now >= n {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < within,
-                "{what}: {now} of {n} orders stored after {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (now >= n).then_some(()).ok_or(now)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: fewer than {n} orders stored: {e}"));
+        started.elapsed()
     }
 
     /// The pause after a fault injected at `t0`, read from the samples.
@@ -234,22 +238,21 @@ async fn leaders(
     consumer: &str,
     within: Duration,
 ) -> (String, Option<String>) {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(mut s) = js.get_stream(stream).await {
-            let stream_leader = s.info().await.ok().and_then(|i| i.cluster.clone()?.leader);
-            if let Some(leader) = stream_leader {
-                let consumer_leader = s
-                    .consumer_info(consumer)
-                    .await
-                    .ok()
-                    .and_then(|i| i.cluster?.leader);
-                return (leader, consumer_leader);
-            }
-        }
-        assert!(Instant::now() < deadline, "stream {stream} has no leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(within, &format!("stream {stream} has a leader"), || async {
+        let mut s = js.get_stream(stream).await.ok()?;
+        let leader = s
+            .info()
+            .await
+            .ok()
+            .and_then(|i| i.cluster.clone()?.leader)?;
+        let consumer_leader = s
+            .consumer_info(consumer)
+            .await
+            .ok()
+            .and_then(|i| i.cluster?.leader);
+        Some((leader, consumer_leader))
+    })
+    .await
 }
 
 /// Steps the consumer's leader down until the node leading the stream leads
@@ -261,16 +264,13 @@ async fn colocate_leaders(
     consumer: &str,
     within: Duration,
 ) -> String {
-    let deadline = Instant::now() + within;
-    loop {
+    // After a step-down, the next look waits for the new election.
+    let every = Duration::from_millis(500);
+    poll(within, every, || async {
         let (stream_leader, consumer_leader) = leaders(js, stream, consumer, within).await;
         if consumer_leader.as_ref() == Some(&stream_leader) {
-            return stream_leader;
+            return Ok(stream_leader);
         }
-        assert!(
-            Instant::now() < deadline,
-            "the consumer's leader never moved to {stream_leader}"
-        );
         let _ = js
             .client()
             .request(
@@ -278,16 +278,19 @@ async fn colocate_leaders(
                 bytes::Bytes::new(),
             )
             .await;
-        // The next look waits for the new election.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Err(format!(
+            "the consumer's leader is {consumer_leader:?}, not {stream_leader}"
+        ))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the consumer's leader never moved: {e}"))
 }
 
 /// Waits until `server` is ready, then stops it (SIGTERM, as a deployment
 /// replaces an instance).
 async fn first_ready(mut server: ServerProcess, within: Duration) {
     server.wait_ready(within).await;
-    let stopped = server.terminate(Duration::from_secs(15));
+    let stopped = server.terminate(Duration::from_secs(15)).await;
     assert!(stopped.is_some_and(|(status, _)| status.success()));
 }
 
@@ -313,7 +316,7 @@ async fn the_nats_node_leading_the_stream_killed_mid_ingest_loses_and_duplicates
     const N: usize = 12_000;
     const BACKLOG: usize = 8_000;
     let test_started = Instant::now();
-    let mut cluster = OwnNatsCluster::start(3);
+    let mut cluster = OwnNatsCluster::start(3).await;
     let urls = cluster.urls();
     let js = jetstream_on(&urls).await;
     cluster.wait_jetstream(&js, Duration::from_secs(20)).await;
@@ -378,7 +381,7 @@ async fn the_nats_node_leading_the_stream_killed_mid_ingest_loses_and_duplicates
     .await;
     let published_at_kill = messages_in(&js, &config.stream).await;
     let node = cluster.node_named(&leader).expect("the leader is ours");
-    cluster.kill(node);
+    cluster.kill(node).await;
     let killed = Instant::now();
     let at_kill = progress.now();
     assert!(
@@ -418,7 +421,7 @@ async fn the_nats_node_leading_the_stream_killed_mid_ingest_loses_and_duplicates
     )
     .await;
     assert_ne!(new_leader, leader);
-    cluster.resume(node);
+    cluster.resume(node).await;
 
     tokio::time::timeout(Duration::from_secs(60), publisher)
         .await
@@ -478,7 +481,7 @@ async fn the_postgres_primary_killed_and_its_standby_promoted_mid_ingest_loses_n
     /// How long the test leaves the cluster without a primary.
     const GAP: Duration = Duration::from_secs(2);
     let test_started = Instant::now();
-    let pair = OwnPostgresPair::start("orders");
+    let pair = OwnPostgresPair::start("orders").await;
     let db_url = pair.url("orders");
     let streams = TestStreams::new();
     let js = jetstream_on(&streams.nats_url).await;
@@ -499,7 +502,7 @@ async fn the_postgres_primary_killed_and_its_standby_promoted_mid_ingest_loses_n
         .wait_for(2_000, Duration::from_secs(30), "before the kill")
         .await;
 
-    pair.primary.stop_immediate();
+    pair.primary.stop_immediate().await;
     let killed = Instant::now();
     let at_kill = progress.now();
     assert!(
@@ -573,7 +576,7 @@ async fn the_postgres_primary_killed_and_its_standby_promoted_mid_ingest_loses_n
 /// are terminated, as PostgreSQL does at a failover.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_whose_commit_reply_was_lost_is_still_cached() {
-    let pg = OwnPostgres::start();
+    let pg = OwnPostgres::start().await;
     pg.create_database("orders");
     let streams = TestStreams::new();
     let js = jetstream_on(&streams.nats_url).await;
@@ -629,15 +632,16 @@ async fn an_order_whose_commit_reply_was_lost_is_still_cached() {
     );
     let cached = metric_of(&server, "order_cache_cache_orders").await;
     let duplicates = metric_of(&server, "order_cache_orders_duplicate_total").await;
-    let (status, head, _) = server
+    let answer = server
         .client()
-        .request("GET", &format!("/orders/{uid}"), &[])
+        .send(http::Method::GET, &format!("/orders/{uid}"))
         .await
         .expect("GET order");
-    assert_eq!(status, 200);
+    assert_eq!(answer.status, 200);
     assert!(
-        head.to_ascii_lowercase().contains("x-order-cache: hit"),
+        is_cache_hit(&answer.headers),
         "acknowledged but not cached (cache gauge {cached}, counted as a duplicate \
-         {duplicates} times although published once):\n{head}"
+         {duplicates} times although published once):\n{:?}",
+        answer.headers
     );
 }

@@ -8,7 +8,9 @@ use async_nats::jetstream;
 use order_cache::ingest::ensure_topology;
 use rand::Rng;
 
-use crate::helpers::{assert_all_served, count_at, metric, publish_orders, unique, TestStreams};
+use crate::helpers::{
+    assert_all_served, count_at, eventually, metric, poll, publish_orders, unique, TestStreams,
+};
 use crate::services::{OwnNats, OwnPostgres, ServerProcess};
 
 /// Everything one fault test owns. Fields drop in order: streams are deleted
@@ -22,9 +24,9 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
-    let pg = OwnPostgres::start();
+    let pg = OwnPostgres::start().await;
     pg.create_database("orders");
-    let nats = OwnNats::start();
+    let nats = OwnNats::start().await;
     let mut streams = TestStreams::on(nats.url());
     // Redeliver what a killed instance had fetched within seconds.
     streams.config.ack_wait = Duration::from_secs(3);
@@ -60,18 +62,15 @@ impl Rig {
     }
 
     async fn wait_stored(&self, at_least: i64, within: Duration) -> i64 {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(within, &format!("{at_least} orders stored"), || async {
             let n = self.stored().await.unwrap_or(0);
             if n >= at_least {
-                return n;
+                Ok(n)
+            } else {
+                Err(format!("only {n}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {n} of {at_least} orders stored in time"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Every published order stored exactly once, with its one item.
@@ -122,10 +121,13 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         let mut server = rig.spawn();
         // Let it make some progress, then kill it at a random moment.
         let target = last + rng.random_range(500..2500);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while rig.stored().await.unwrap_or(0) < target && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // Killed after a minute all the same, if it never gets there.
+        let _ = poll(
+            Duration::from_secs(60),
+            Duration::from_millis(5),
+            || async { (rig.stored().await.unwrap_or(0) >= target).then_some(()) },
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
         assert!(server.is_running(), "the server died by itself");
         server.kill9();
@@ -142,15 +144,11 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     server.wait_ready(Duration::from_secs(30)).await;
     rig.assert_exactly_once(N).await;
     // The cache is complete: restored from PostgreSQL plus what it ingested.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cache_size(&server).await < N as f64 {
-        assert!(
-            Instant::now() < deadline,
-            "cache incomplete: {}",
-            cache_size(&server).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(30), "cache complete", || async {
+        let size = cache_size(&server).await;
+        (size >= N as f64).then_some(()).ok_or(size)
+    })
+    .await;
     assert_served(&server, &uids, true).await;
 }
 
@@ -183,7 +181,7 @@ async fn postgres_stopped_hard_mid_ingest_loses_nothing_and_cached_orders_stay_s
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rig.pg.stop_immediate();
+    rig.pg.stop_immediate().await;
     let down = Instant::now();
     let to_503 = server
         .wait_status("/readyz", 503, Duration::from_secs(10))
@@ -201,7 +199,7 @@ async fn postgres_stopped_hard_mid_ingest_loses_nothing_and_cached_orders_stay_s
         assert!(server.is_running());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    rig.pg.resume();
+    rig.pg.resume().await;
     let back = Instant::now();
     server.wait_ready(Duration::from_secs(30)).await;
     let to_ready = back.elapsed();
@@ -227,10 +225,10 @@ async fn nats_killed_and_restarted_mid_ingest_loses_nothing() {
     let mut server = rig.spawn();
     rig.wait_stored(1_000, Duration::from_secs(60)).await;
 
-    rig.nats.kill();
+    rig.nats.kill().await;
     let stored_while_down = rig.stored().await.unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    rig.nats.resume();
+    rig.nats.resume().await;
     let back = Instant::now();
 
     rig.wait_stored(N as i64, Duration::from_secs(120)).await;
@@ -255,6 +253,7 @@ async fn sigterm_mid_ingest_commits_the_batch_in_flight_and_exits_zero() {
 
     let (status, took) = server
         .terminate(Duration::from_secs(15))
+        .await
         .expect("exits within 15 s of SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     eprintln!("sigterm: exited in {took:?}");

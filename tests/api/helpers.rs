@@ -201,7 +201,7 @@ impl Drop for TestStreams {
 
 /// A running service.
 pub struct TestApp {
-    pub client: reqwest_lite::Client,
+    pub client: http_client::Client,
     pub js: jetstream::Context,
     pub ingest: IngestConfig,
     stop: Option<oneshot::Sender<()>>,
@@ -225,7 +225,7 @@ pub async fn spawn_app(db: &TestDb, streams: &TestStreams) -> TestApp {
         .await
         .expect("tests need NATS: set TEST_NATS_URL");
     let app = TestApp {
-        client: reqwest_lite::Client::new(addr),
+        client: http_client::Client::new(addr),
         js: jetstream::new(client),
         ingest: streams.config.clone(),
         stop: Some(stop),
@@ -238,14 +238,14 @@ pub async fn spawn_app(db: &TestDb, streams: &TestStreams) -> TestApp {
 impl TestApp {
     /// Waits until `/readyz` says 200.
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = self.client.get("/readyz").await {
-                return;
+        eventually(Duration::from_secs(20), "service ready", || async {
+            match self.client.get("/readyz").await {
+                Ok((200, _)) => Ok(()),
+                Ok((status, _)) => Err(format!("status {status}")),
+                Err(e) => Err(e.to_string()),
             }
-            assert!(Instant::now() < deadline, "service not ready in time");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Publishes a payload and waits for JetStream to store it.
@@ -271,51 +271,51 @@ impl TestApp {
 
     /// Polls `GET /orders/{uid}` until it answers 200, or panics.
     pub async fn wait_for_order(&self, uid: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = self
-                .client
-                .get(&format!("/orders/{uid}"))
-                .await
-                .expect("GET order");
-            if status == 200 {
-                return serde_json::from_slice(&body).expect("order is JSON");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "order {uid} never served (last status {status})"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let path = format!("/orders/{uid}");
+        let body = eventually(
+            Duration::from_secs(20),
+            &format!("order {uid} served"),
+            || async {
+                match self.client.get(&path).await.expect("GET order") {
+                    (200, body) => Ok(body),
+                    (status, _) => Err(format!("status {status}")),
+                }
+            },
+        )
+        .await;
+        serde_json::from_slice(&body).expect("order is JSON")
     }
 
     /// Every message in the dead-letter stream, once it holds at least `n`.
     pub async fn dead_letters(&self, n: u64) -> Vec<jetstream::message::StreamMessage> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut stream = self
+        let stream = self
             .js
             .get_stream(&self.ingest.dlq_stream())
             .await
             .expect("dead-letter stream");
-        loop {
-            let info = stream.info().await.expect("stream info");
-            let state = info.state.clone();
-            if state.messages >= n {
-                let mut out = Vec::new();
-                for seq in state.first_sequence..=state.last_sequence {
-                    if let Ok(m) = stream.get_raw_message(seq).await {
-                        out.push(m);
+        let state = eventually(
+            Duration::from_secs(20),
+            &format!("{n} dead letters"),
+            || {
+                let mut stream = stream.clone();
+                async move {
+                    let state = stream.info().await.expect("stream info").state.clone();
+                    if state.messages >= n {
+                        Ok(state)
+                    } else {
+                        Err(format!("{} arrived", state.messages))
                     }
                 }
-                return out;
+            },
+        )
+        .await;
+        let mut out = Vec::new();
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                out.push(m);
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} dead letters arrived",
-                state.messages
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        out
     }
 
     /// Whether the service task is still running (it never exits by itself).
@@ -348,9 +348,45 @@ impl Drop for TestApp {
 pub fn example_order(uid: &str) -> Value {
     let mut v: Value =
         serde_json::from_slice(include_bytes!("../../examples/example.json")).expect("example");
-    v["order_uid"] = Value::String(uid.into());
-    v["payment"]["transaction"] = Value::String(uid.into());
+    set_at(&mut v, "/order_uid", uid.into());
+    set_at(&mut v, "/payment/transaction", uid.into());
     v
+}
+
+/// Splits a JSON Pointer (`/items/0/brand`) into its parent's and the last
+/// key, unescaped (`~1` is `/`, `~0` is `~`).
+fn parent_and_key(pointer: &str) -> (&str, String) {
+    let (parent, key) = pointer
+        .rsplit_once('/')
+        .unwrap_or_else(|| panic!("{pointer:?} is not a JSON Pointer"));
+    (parent, key.replace("~1", "/").replace("~0", "~"))
+}
+
+/// Sets the value at `pointer` (a JSON Pointer: `/items/0/brand`), adding
+/// the key if its object lacks it; panics if the parent does not exist or
+/// an array has no such index, so a mistyped path never passes quietly.
+pub fn set_at(value: &mut Value, pointer: &str, new: Value) {
+    let (parent, key) = parent_and_key(pointer);
+    match value.pointer_mut(parent) {
+        Some(Value::Object(fields)) => {
+            fields.insert(key, new);
+        }
+        Some(Value::Array(items)) => {
+            let slot = key.parse::<usize>().ok().and_then(|i| items.get_mut(i));
+            *slot.unwrap_or_else(|| panic!("no element {pointer}")) = new;
+        }
+        _ => panic!("no object or array to set {pointer} in"),
+    }
+}
+
+/// Removes the key at `pointer` from its object; panics if there is none.
+pub fn remove_at(value: &mut Value, pointer: &str) {
+    let (parent, key) = parent_and_key(pointer);
+    value
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .and_then(|fields| fields.remove(&key))
+        .unwrap_or_else(|| panic!("nothing to remove at {pointer}"));
 }
 
 /// The example order, decoded, with a fresh id.
@@ -358,21 +394,59 @@ pub fn example(uid: &str) -> Order {
     Order::decode(&serde_json::to_vec(&example_order(uid)).expect("json")).expect("valid")
 }
 
-/// A minimal HTTP/1.1 client over a raw socket, enough for GETs in tests,
-/// so the tests exercise the real listener without another HTTP stack.
-pub mod reqwest_lite {
+/// The tests' HTTP client: hyper's, one fresh connection per request (no
+/// pool), so each request meets the listener as a new client would.
+pub mod http_client {
     use std::net::SocketAddr;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use bytes::Bytes;
+    use http::{HeaderMap, Method, Request};
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client as Hyper};
+    use hyper_util::rt::TokioExecutor;
+
+    /// Why a request got no answer, with its causes (hyper's own `Display`
+    /// says only "client error (Connect)").
+    #[derive(Debug)]
+    pub struct Error(Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut cause = self.0.source();
+            while let Some(e) = cause {
+                write!(f, ": {e}")?;
+                cause = e.source();
+            }
+            Ok(())
+        }
+    }
+
+    impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for Error {
+        fn from(e: E) -> Error {
+            Error(e.into())
+        }
+    }
+
+    /// A whole answer.
+    pub struct Response {
+        pub status: u16,
+        pub headers: HeaderMap,
+        pub body: Bytes,
+    }
 
     #[derive(Clone)]
     pub struct Client {
         addr: SocketAddr,
+        hyper: Hyper<HttpConnector, Empty<Bytes>>,
     }
 
     impl Client {
         pub fn new(addr: SocketAddr) -> Client {
-            Client { addr }
+            let hyper = Hyper::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http();
+            Client { addr, hyper }
         }
 
         pub fn addr(&self) -> SocketAddr {
@@ -380,63 +454,24 @@ pub mod reqwest_lite {
         }
 
         /// Sends `GET path` and returns the status and body.
-        pub async fn get(&self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-            let (status, _, body) = self.request("GET", path, &[]).await?;
-            Ok((status, body))
+        pub async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), Error> {
+            let answer = self.send(Method::GET, path).await?;
+            Ok((answer.status, answer.body.to_vec()))
         }
 
-        /// Sends a request with extra header lines; returns status, raw
-        /// header block and body. The connection is closed after it.
-        pub async fn request(
-            &self,
-            method: &str,
-            path: &str,
-            headers: &[(&str, &str)],
-        ) -> std::io::Result<(u16, String, Vec<u8>)> {
-            let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
-            let mut req =
-                format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-            for (k, v) in headers {
-                req.push_str(&format!("{k}: {v}\r\n"));
-            }
-            req.push_str("\r\n");
-            stream.write_all(req.as_bytes()).await?;
-            let mut raw = Vec::new();
-            stream.read_to_end(&mut raw).await?;
-            let split = raw
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .ok_or_else(|| std::io::Error::other("no header end"))?;
-            let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-            let status: u16 = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| std::io::Error::other("no status"))?;
-            let mut body = raw[split + 4..].to_vec();
-            if head
-                .to_ascii_lowercase()
-                .contains("transfer-encoding: chunked")
-            {
-                body = dechunk(&body);
-            }
-            Ok((status, head, body))
+        /// Sends `method path` and reads the whole answer.
+        pub async fn send(&self, method: Method, path: &str) -> Result<Response, Error> {
+            let request = Request::builder()
+                .method(method)
+                .uri(format!("http://{}{path}", self.addr))
+                .body(Empty::new())?;
+            let (head, body) = self.hyper.request(request).await?.into_parts();
+            Ok(Response {
+                status: head.status.as_u16(),
+                headers: head.headers,
+                body: body.collect().await?.to_bytes(),
+            })
         }
-    }
-
-    fn dechunk(mut data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16)
-                .unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            let start = pos + 2;
-            out.extend_from_slice(&data[start..start + size]);
-            data = &data[start + size + 2..];
-        }
-        out
     }
 }
 
@@ -471,53 +506,148 @@ pub async fn run_checker(command: &mut tokio::process::Command, failure: &str) -
     stdout
 }
 
+/// Runs `command` to its exit, killed after `within`; its exit status (None
+/// if it was killed) and what it printed, stdout then stderr.
+pub async fn run_to_exit(
+    command: &mut tokio::process::Command,
+    within: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    use std::process::Stdio;
+    use tokio::io::AsyncReadExt;
+    async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes).await;
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    // The pipes are read while it runs, so a chatty child never blocks on
+    // a full one.
+    let exited = async {
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.kill().await;
+                None
+            }
+        }
+    };
+    let (status, out, err) = tokio::join!(exited, read_all(stdout), read_all(stderr));
+    (status, out + &err)
+}
+
 /// Runs SQL at `url` (e.g. `ALTER DATABASE …` from the admin database).
 pub async fn execute_at(url: &str, sql: &str) {
     let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
     conn.batch_execute(sql).await.expect("sql");
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`
-/// after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// What a check polled by [`eventually`] answers: `Some`/`Ok` when done,
+/// `None`/`Err` while not yet (an `Err` says why, for the failure message).
+pub trait Outcome {
+    type Value;
+    fn done(self) -> Result<Self::Value, Option<String>>;
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
     }
+}
+
+impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
+    type Value = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.map_err(|e| Some(e.to_string()))
+    }
+}
+
+/// A check that was not done in time, with what it last said.
+#[derive(Debug)]
+pub struct NotInTime {
+    pub within: Duration,
+    pub last: Option<String>,
+}
+
+impl std::fmt::Display for NotInTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not within {:?}", self.within)?;
+        match &self.last {
+            Some(last) => write!(f, " (last: {last})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Polls `check` every `every` until it is done, or gives up after `within`
+/// with what it last said. [`eventually`] is this with 50 ms and a panic.
+pub async fn poll<O, F, Fut>(
+    within: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<O::Value, NotInTime>
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+{
+    let started = Instant::now();
+    loop {
+        let last = match check().await.done() {
+            Ok(v) => return Ok(v),
+            Err(last) => last,
+        };
+        if started.elapsed() >= within {
+            return Err(NotInTime { within, last });
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Polls `check` every 50 ms until it is done, or panics with `what` (and
+/// what the check last said) after `within`.
+pub async fn eventually<O, F, Fut>(within: Duration, what: &str, check: F) -> O::Value
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+{
+    poll(within, Duration::from_millis(50), check)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// Every one of `uids` answers 200 with the example order of that id, and
 /// (with `from_cache`) from the cache, not from PostgreSQL; 16 requests at a
 /// time.
-pub async fn assert_all_served(client: &reqwest_lite::Client, uids: &[String], from_cache: bool) {
+pub async fn assert_all_served(client: &http_client::Client, uids: &[String], from_cache: bool) {
     use futures::StreamExt;
     let failures: Vec<String> = futures::stream::iter(uids.iter().cloned())
         .map(|uid| {
             let client = client.clone();
             async move {
                 let path = format!("/orders/{uid}");
-                match client.request("GET", &path, &[]).await {
-                    Ok((200, head, body)) => {
-                        let value: Option<Value> = serde_json::from_slice(&body).ok();
+                match client.send(http::Method::GET, &path).await {
+                    Ok(answer) if answer.status == 200 => {
+                        let value: Option<Value> = serde_json::from_slice(&answer.body).ok();
                         if value.as_ref() != Some(&example_order(&uid)) {
                             Some(format!("{uid}: wrong body"))
-                        } else if from_cache
-                            && !head.to_ascii_lowercase().contains("x-order-cache: hit")
-                        {
+                        } else if from_cache && !is_cache_hit(&answer.headers) {
                             Some(format!("{uid}: not served from the cache"))
                         } else {
                             None
                         }
                     }
-                    Ok((status, _, _)) => Some(format!("{uid}: status {status}")),
+                    Ok(answer) => Some(format!("{uid}: status {}", answer.status)),
                     Err(e) => Some(format!("{uid}: {e}")),
                 }
             }
@@ -533,6 +663,13 @@ pub async fn assert_all_served(client: &reqwest_lite::Client, uids: &[String], f
         uids.len(),
         &failures[..failures.len().min(5)]
     );
+}
+
+/// Whether an answer says it came from the cache (`X-Order-Cache: hit`).
+pub fn is_cache_hit(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("x-order-cache")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"hit"))
 }
 
 /// Creates the orders stream and a durable consumer with `tweak` applied,
@@ -580,4 +717,43 @@ pub async fn all_handled(js: &jetstream::Context, streams: &TestStreams, within:
         (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "the answer: not within 100ms (last: still 41)")]
+async fn eventually_gives_up_with_what_the_check_last_said() {
+    eventually(Duration::from_millis(100), "the answer", || async {
+        Err::<(), _>("still 41")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn eventually_returns_the_first_value_the_check_is_done_with() {
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    let n = eventually(Duration::from_secs(5), "three tries", || async {
+        let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        (n == 3).then_some(n)
+    })
+    .await;
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn set_at_sets_and_adds_by_json_pointer_and_remove_at_removes() {
+    let mut v = serde_json::json!({"items": [{"brand": "a"}], "a/b": 1});
+    set_at(&mut v, "/items/0/brand", "b".into());
+    set_at(&mut v, "/items/0/colour", "red".into());
+    set_at(&mut v, "/a~1b", 2.into());
+    remove_at(&mut v, "/items/0/brand");
+    assert_eq!(
+        v,
+        serde_json::json!({"items": [{"colour": "red"}], "a/b": 2})
+    );
+}
+
+#[test]
+#[should_panic(expected = "no object or array to set /itmes/0/brand in")]
+fn set_at_refuses_a_path_whose_parent_is_missing() {
+    set_at(&mut example_order("x"), "/itmes/0/brand", "b".into());
 }

@@ -238,6 +238,34 @@ async fn the_real_server_answers_on_its_socket() {
     app.stop().await.unwrap();
 }
 
+/// Sends a request as written, however malformed or oversized (an HTTP
+/// client would refuse to), and returns the status it got; the connection
+/// is closed after it.
+async fn raw_status(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    // "HTTP/1.1 404 Not Found": only the status line is needed.
+    let line = answer.split(|&b| b == b'\r').next().unwrap_or_default();
+    String::from_utf8_lossy(line)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_requests_get_4xx_never_5xx_or_a_hang_and_others_keep_being_served() {
     use std::time::Duration;
@@ -305,14 +333,14 @@ async fn hostile_requests_get_4xx_never_5xx_or_a_hang_and_others_keep_being_serv
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let answer = tokio::time::timeout(
             Duration::from_secs(5),
-            app.client.request(method, path, &headers),
+            raw_status(addr, method, path, &headers),
         )
         .await
         .unwrap_or_else(|_| panic!("{method} {:.60} hung", path));
         let shown = &path[..path.len().min(60)];
-        eprintln!("{method} {shown} -> {:?}", answer.as_ref().map(|a| a.0));
+        eprintln!("{method} {shown} -> {:?}", answer.as_ref().ok());
         match answer {
-            Ok((status, _, _)) => assert!(
+            Ok(status) => assert!(
                 (400..500).contains(&status),
                 "{method} {shown} answered {status}"
             ),
@@ -332,17 +360,17 @@ async fn hostile_requests_get_4xx_never_5xx_or_a_hang_and_others_keep_being_serv
         .unwrap();
         assert_eq!(status, 200);
     }
-    let (status, head, body) = app
+    let head = app
         .client
-        .request("HEAD", &format!("/orders/{uid}"), &[])
+        .send(warp::http::Method::HEAD, &format!("/orders/{uid}"))
         .await
         .unwrap();
-    assert_eq!(status, 200, "HEAD is served like GET");
+    assert_eq!(head.status, 200, "HEAD is served like GET");
     assert!(
-        body.is_empty()
-            && head
-                .to_ascii_lowercase()
-                .contains("content-type: application/json")
+        head.body.is_empty()
+            && head.headers.get("content-type").is_some_and(|v| v
+                .to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().starts_with("application/json")))
     );
     drop(idle);
     app.stop().await.unwrap();

@@ -4,7 +4,7 @@ use order_cache::ingest::{ERROR_HEADER, REASON_HEADER, SEQUENCE_HEADER};
 use serde_json::{json, Value};
 
 use crate::corpus::hostile;
-use crate::helpers::{example_order, spawn_app, unique, TestDb, TestStreams};
+use crate::helpers::{example_order, set_at, spawn_app, unique, TestDb, TestStreams};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_order_round_trips_from_stream_to_http() {
@@ -192,7 +192,7 @@ async fn an_order_postgres_refuses_is_dead_lettered_and_the_rest_of_its_batch_is
     app.stop().await.unwrap();
     let poison = unique("poison");
     let mut bad = example_order(&poison);
-    bad["items"][0]["brand"] = json!("POISON");
+    set_at(&mut bad, "/items/0/brand", json!("POISON"));
     let good: Vec<String> = (0..20).map(|_| unique("good")).collect();
     let publisher = async_nats::jetstream::new(
         async_nats::connect(streams.nats_url.as_str())

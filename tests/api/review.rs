@@ -3,9 +3,7 @@
 //! that starve or blind the service, orders committed after the client gave
 //! up on them, and passwords the client misreads.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -13,8 +11,8 @@ use order_cache::{app, AppConfig, AppError};
 use tokio::sync::oneshot;
 
 use crate::helpers::{
-    all_handled, assert_all_served, consumer_made_by_hand, eventually, publish_orders,
-    reqwest_lite, spawn_app, unique, TestDb, TestStreams,
+    all_handled, assert_all_served, consumer_made_by_hand, eventually, http_client, poll,
+    publish_orders, run_to_exit, spawn_app, unique, TestDb, TestStreams,
 };
 use crate::services::server_bin;
 
@@ -26,46 +24,15 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
 
 /// Runs the server to its exit (killed after 60 s) with these URLs and every
 /// log line on; everything it printed.
-fn failed_start(database_url: &str, nats_url: &str) -> String {
-    let mut child = Command::new(server_bin())
+async fn failed_start(database_url: &str, nats_url: &str) -> String {
+    let mut server = tokio::process::Command::new(server_bin());
+    server
         .env("DATABASE_URL", database_url)
         .env("NATS_URL", nats_url)
         .env("STARTUP_TIMEOUT", "1")
         .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    format!(
-        "{}{}",
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default()
-    )
+        .env("RUST_LOG", "trace");
+    run_to_exit(&mut server, Duration::from_secs(60)).await.1
 }
 
 fn leaked_lines(text: &str) -> Vec<&str> {
@@ -75,12 +42,12 @@ fn leaked_lines(text: &str) -> Vec<&str> {
 /// A query-string password holding an unescaped `&` (`p&ss`): tokio-postgres
 /// reads the tail as the start of the next key, and `redact_database_url`
 /// prints keys as written, so the tail of the password is in the error.
-#[test]
-fn a_query_password_with_an_ampersand_is_never_printed() {
+#[tokio::test]
+async fn a_query_password_with_an_ampersand_is_never_printed() {
     let url = format!(
         "postgres://postgres@127.0.0.1:1/orders?password=head{MARK}&tail{MARK}&sslmode=disable"
     );
-    let text = failed_start(&url, "nats://127.0.0.1:1");
+    let text = failed_start(&url, "nats://127.0.0.1:1").await;
     let leaks = leaked_lines(&text);
     assert!(leaks.is_empty(), "password printed:\n{}", leaks.join("\n"));
 }
@@ -88,10 +55,10 @@ fn a_query_password_with_an_ampersand_is_never_printed() {
 /// A query-string password holding an unescaped `@`: tokio-postgres takes
 /// everything up to the first `@` as the user, connects, and PostgreSQL's
 /// answer (`role "...password=..." does not exist`) repeats it.
-#[test]
-fn a_query_password_with_an_at_sign_is_refused_before_the_server_sees_it() {
+#[tokio::test]
+async fn a_query_password_with_an_at_sign_is_refused_before_the_server_sees_it() {
     let url = format!("postgres://127.0.0.1/postgres?password={MARK}@127.0.0.1/postgres");
-    let text = failed_start(&url, "nats://127.0.0.1:1");
+    let text = failed_start(&url, "nats://127.0.0.1:1").await;
     let leaks = leaked_lines(&text);
     assert!(leaks.is_empty(), "password printed:\n{}", leaks.join("\n"));
 }
@@ -139,12 +106,13 @@ async fn a_consumer_with_a_small_request_batch_limit_is_updated_and_consumes() {
     let app = spawn_app(&db, &streams).await;
     let uids = ids("mb", 5);
     publish_orders(&app.js, &app.ingest.subject, &uids).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut stored = 0;
-    while Instant::now() < deadline && stored < 5 {
-        stored = db.count("SELECT count(*) AS n FROM orders").await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let count = || db.count("SELECT count(*) AS n FROM orders");
+    let every = Duration::from_millis(200);
+    let _ = poll(Duration::from_secs(15), every, || async {
+        (count().await >= 5).then_some(())
+    })
+    .await;
+    let stored = count().await;
     let (ready, _) = app.client.get("/readyz").await.unwrap();
     assert_eq!(
         stored, 5,
@@ -156,7 +124,7 @@ async fn a_consumer_with_a_small_request_batch_limit_is_updated_and_consumes() {
 /// The service with `query_timeout` shortened; the app's HTTP client, its
 /// JetStream context, and a way to stop it.
 struct App {
-    client: reqwest_lite::Client,
+    client: http_client::Client,
     js: jetstream::Context,
     stop: Option<oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<Result<(), AppError>>,
@@ -173,7 +141,7 @@ async fn spawn_with_query_timeout(db: &TestDb, streams: &TestStreams, timeout: D
     let handle = tokio::spawn(app::run(listener, config, async {
         let _ = stopped.await;
     }));
-    let client = reqwest_lite::Client::new(addr);
+    let client = http_client::Client::new(addr);
     eventually(Duration::from_secs(20), "ready", || {
         let client = client.clone();
         async move { matches!(client.get("/readyz").await, Ok((200, _))).then_some(()) }

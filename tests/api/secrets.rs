@@ -3,14 +3,15 @@
 //! form of `DATABASE_URL` and `NATS_URL` the clients accept, against a dead
 //! port and against a server that refuses the credentials.
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::process::Command;
 
 use order_cache::{AppConfig, IngestConfig};
 
-use crate::helpers::{admin_url, TestDb};
+use crate::helpers::{admin_url, run_to_exit, TestDb};
 use crate::services::{server_bin, temp_dir, OwnNats, OwnPostgres, ServerProcess};
 
 /// In every secret below: found anywhere, a secret leaked.
@@ -52,50 +53,15 @@ fn dead_nats_urls() -> Vec<String> {
 
 /// Runs a command to its exit (killed after `within`); its status code and
 /// stdout and stderr together.
-fn run(mut command: Command, within: Duration) -> (Option<i32>, String) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                text = String::from_utf8_lossy(&bytes).into_owned();
-            }
-            text
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = format!(
-        "{}{}",
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default()
-    );
+async fn run(command: &mut Command, within: Duration) -> (Option<i32>, String) {
+    let (status, text) = run_to_exit(command, within).await;
     assert!(status.is_some(), "still running after {within:?}:\n{text}");
     (status.and_then(|s| s.code()), text)
 }
 
 /// Starts the server with every library's every log line on, expecting the
 /// start to fail; what it printed.
-fn failed_start(database_url: &str, nats_url: &str) -> String {
+async fn failed_start(database_url: &str, nats_url: &str) -> String {
     let mut server = Command::new(server_bin());
     server
         .env("DATABASE_URL", database_url)
@@ -103,34 +69,23 @@ fn failed_start(database_url: &str, nats_url: &str) -> String {
         .env("STARTUP_TIMEOUT", "1")
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "trace");
-    let (code, text) = run(server, Duration::from_secs(60));
+    let (code, text) = run(&mut server, Duration::from_secs(60)).await;
     assert_eq!(code, Some(1), "the start must fail:\n{text}");
     text
-}
-
-/// Runs `check` on each item on a thread of its own: each start takes a
-/// second or more of waiting, not of work.
-fn each<T: Sync>(items: &[T], check: impl Fn(&T) + Sync) {
-    std::thread::scope(|s| {
-        let check = &check;
-        let threads: Vec<_> = items.iter().map(|i| s.spawn(move || check(i))).collect();
-        for t in threads {
-            if let Err(panic) = t.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-    });
 }
 
 fn assert_no_secret(text: &str, what: &str) {
     assert!(!text.contains(MARK), "a secret of {what} leaked:\n{text}");
 }
 
-#[test]
-fn no_database_password_leaks_from_a_failed_start() {
+// Each failed start below takes a second or more of waiting, not of work:
+// they all run at once.
+
+#[tokio::test]
+async fn no_database_password_leaks_from_a_failed_start() {
     // A server that refuses the password it was sent in clear, and one that
     // has no such database: whatever they answer, it is printed.
-    let refusing = OwnPostgres::start_with_password("the-right-one");
+    let refusing = OwnPostgres::start_with_password("the-right-one").await;
     let (admin, _) = admin_url()
         .rsplit_once('/')
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -147,13 +102,14 @@ fn no_database_password_leaks_from_a_failed_start() {
         ),
         format!("{admin}/no_such_database_zq?password={MARK}-no-database"),
     ]);
-    each(&urls, |url| {
-        let text = failed_start(url, "nats://127.0.0.1:1");
+    join_all(urls.iter().map(|url| async move {
+        let text = failed_start(url, "nats://127.0.0.1:1").await;
         assert!(text.contains("cannot reach PostgreSQL at"), "{text}");
         assert_no_secret(&text, url);
-    });
+    }))
+    .await;
     // Still says where it tried.
-    let text = failed_start(&urls[0], "nats://127.0.0.1:1");
+    let text = failed_start(&urls[0], "nats://127.0.0.1:1").await;
     assert!(
         text.contains("postgres://postgres:***@127.0.0.1:1/orders"),
         "{text}"
@@ -163,8 +119,9 @@ fn no_database_password_leaks_from_a_failed_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_nats_password_or_token_leaks_from_a_failed_start() {
     let db = TestDb::create().await;
-    let user_password = OwnNats::start_with(&["--user", "natsuser", "--pass", "the-right-one"]);
-    let token = OwnNats::start_with(&["--auth", "the-right-token"]);
+    let user_password =
+        OwnNats::start_with(&["--user", "natsuser", "--pass", "the-right-one"]).await;
+    let token = OwnNats::start_with(&["--auth", "the-right-token"]).await;
     let mut urls = dead_nats_urls();
     urls.extend([
         format!(
@@ -173,15 +130,14 @@ async fn no_nats_password_or_token_leaks_from_a_failed_start() {
         ),
         format!("nats://{MARK}-refused-token@127.0.0.1:{}", token.port),
     ]);
-    tokio::task::block_in_place(|| {
-        each(&urls, |url| {
-            let text = failed_start(&db.url, url);
-            assert!(text.contains("cannot reach NATS at"), "{text}");
-            assert_no_secret(&text, url);
-        });
-        let text = failed_start(&db.url, &urls[0]);
-        assert!(text.contains("nats://natsuser:***@127.0.0.1:1"), "{text}");
-    });
+    join_all(urls.iter().map(|url| async {
+        let text = failed_start(&db.url, url).await;
+        assert!(text.contains("cannot reach NATS at"), "{text}");
+        assert_no_secret(&text, url);
+    }))
+    .await;
+    let text = failed_start(&db.url, &urls[0]).await;
+    assert!(text.contains("nats://natsuser:***@127.0.0.1:1"), "{text}");
 }
 
 /// With the credentials out of the addresses, they must still reach the
@@ -192,8 +148,8 @@ async fn nats_credentials_in_the_url_authenticate_and_are_never_logged() {
     let dir = temp_dir("order-cache-secrets");
     // The password is `Zq9Leak pct/@:?&%Zq9Leak`, given percent-encoded.
     let password = percent_decode(PCT_ENCODED);
-    let user_password = OwnNats::start_with(&["--user", "natsuser", "--pass", &password]);
-    let token = OwnNats::start_with(&["--auth", &format!("{MARK}-token")]);
+    let user_password = OwnNats::start_with(&["--user", "natsuser", "--pass", &password]).await;
+    let token = OwnNats::start_with(&["--auth", &format!("{MARK}-token")]).await;
     for (i, url) in [
         format!(
             "nats://natsuser:{PCT_ENCODED}@127.0.0.1:{}",
@@ -213,7 +169,7 @@ async fn nats_credentials_in_the_url_authenticate_and_are_never_logged() {
             Some(&log),
         );
         server.wait_ready(Duration::from_secs(30)).await;
-        let _ = server.terminate(Duration::from_secs(20));
+        let _ = server.terminate(Duration::from_secs(20)).await;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(text.contains("listening"), "{text}");
         assert_no_secret(&text, url);
@@ -259,33 +215,35 @@ fn dlq_tool() -> Option<PathBuf> {
     option_env!("CARGO_BIN_EXE_order-cache-dlq").map(PathBuf::from)
 }
 
-#[test]
-fn help_shows_no_secret_from_the_environment() {
+#[tokio::test]
+async fn help_shows_no_secret_from_the_environment() {
     let producer = server_bin().with_file_name("producer");
     for tool in [server_bin(), producer].into_iter().chain(dlq_tool()) {
         let mut help = Command::new(&tool);
         help.arg("--help")
             .env("DATABASE_URL", &dead_database_urls()[0])
             .env("NATS_URL", &dead_nats_urls()[0]);
-        let (code, text) = run(help, Duration::from_secs(20));
+        let (code, text) = run(&mut help, Duration::from_secs(20)).await;
         assert_eq!(code, Some(0), "{text}");
         assert!(text.contains("--nats-url"), "{text}");
         assert_no_secret(&text, &tool.display().to_string());
     }
 }
 
-#[test]
-fn the_tools_show_no_nats_secret_when_they_cannot_connect() {
+#[tokio::test]
+async fn the_tools_show_no_nats_secret_when_they_cannot_connect() {
     let producer = server_bin().with_file_name("producer");
     let dlq = dlq_tool().map(|tool| (tool, &["list"][..]));
     for (tool, args) in [(producer, &["--count", "1"][..])].into_iter().chain(dlq) {
-        each(&dead_nats_urls(), |url| {
-            let mut command = Command::new(&tool);
+        let tool = &tool;
+        join_all(dead_nats_urls().iter().map(|url| async move {
+            let mut command = Command::new(tool);
             command.args(args).env("NATS_URL", url);
-            let (code, text) = run(command, Duration::from_secs(30));
+            let (code, text) = run(&mut command, Duration::from_secs(30)).await;
             assert_ne!(code, Some(0), "{text}");
             assert!(text.contains("cannot reach NATS at"), "{text}");
             assert_no_secret(&text, url);
-        });
+        }))
+        .await;
     }
 }

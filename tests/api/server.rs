@@ -456,7 +456,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
             let _ = stopped.await;
         },
     ));
-    let client = crate::helpers::reqwest_lite::Client::new(addr);
+    let client = crate::helpers::http_client::Client::new(addr);
     let request = tokio::spawn(async move { client.get("/slow").await });
     tokio::time::timeout(Duration::from_secs(2), entered.notified())
         .await

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::helpers::{eventually, poll};
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -64,20 +66,16 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     dir
 }
 
-fn wait_for_port(port: u16, up: bool, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let open = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-        if open == up {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "port {port} did not become {}",
-            if up { "open" } else { "closed" }
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits until something listens on `port` (`up`), or nothing does.
+pub async fn wait_for_port(port: u16, up: bool, within: Duration) {
+    let state = if up { "open" } else { "closed" };
+    eventually(within, &format!("port {port} {state}"), || async {
+        let open = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok();
+        (open == up).then_some(())
+    })
+    .await;
 }
 
 /// A PostgreSQL cluster of the test's own.
@@ -87,13 +85,13 @@ pub struct OwnPostgres {
 }
 
 impl OwnPostgres {
-    pub fn start() -> OwnPostgres {
-        OwnPostgres::init(&["-A", "trust"])
+    pub async fn start() -> OwnPostgres {
+        OwnPostgres::init(&["-A", "trust"]).await
     }
 
     /// A cluster where `postgres` must give `password`, in clear text (so
     /// the server has the password in hand when it refuses a wrong one).
-    pub fn start_with_password(password: &str) -> OwnPostgres {
+    pub async fn start_with_password(password: &str) -> OwnPostgres {
         let pw_dir = temp_dir("order-cache-pw");
         let pw_file = pw_dir.join("pw");
         std::fs::write(&pw_file, password).expect("password file");
@@ -102,12 +100,13 @@ impl OwnPostgres {
             OsStr::new("password"),
             OsStr::new("--pwfile"),
             pw_file.as_os_str(),
-        ]);
+        ])
+        .await;
         let _ = std::fs::remove_dir_all(&pw_dir);
         pg
     }
 
-    fn init<S: AsRef<OsStr>>(auth: &[S]) -> OwnPostgres {
+    async fn init<S: AsRef<OsStr>>(auth: &[S]) -> OwnPostgres {
         let dir = temp_dir("order-cache-pg");
         let port = free_port();
         let status = pg_command("initdb")
@@ -120,7 +119,7 @@ impl OwnPostgres {
             .expect("initdb");
         assert!(status.success(), "initdb failed");
         let pg = OwnPostgres { dir, port };
-        pg.resume();
+        pg.resume().await;
         pg
     }
 
@@ -130,7 +129,7 @@ impl OwnPostgres {
     }
 
     /// Starts (again) on the same port and data.
-    pub fn resume(&self) {
+    pub async fn resume(&self) {
         let opts = format!(
             "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             self.port
@@ -145,18 +144,23 @@ impl OwnPostgres {
             .status()
             .expect("pg_ctl start");
         assert!(status.success(), "pg_ctl start failed");
-        wait_for_port(self.port, true, Duration::from_secs(20));
+        wait_for_port(self.port, true, Duration::from_secs(20)).await;
     }
 
     /// `pg_ctl stop -m immediate`: no shutdown checkpoint, connections cut.
-    pub fn stop_immediate(&self) {
+    pub async fn stop_immediate(&self) {
+        self.pg_ctl_stop();
+        wait_for_port(self.port, false, Duration::from_secs(20)).await;
+    }
+
+    /// `pg_ctl stop -m immediate`, which waits for the server to exit.
+    fn pg_ctl_stop(&self) {
         let _ = pg_command("pg_ctl")
             .arg("-D")
             .arg(&self.dir)
             .args(["-m", "immediate", "-w", "stop"])
             .stdout(Stdio::null())
             .status();
-        wait_for_port(self.port, false, Duration::from_secs(20));
     }
 
     pub fn create_database(&self, name: &str) {
@@ -181,7 +185,7 @@ impl OwnPostgres {
     /// `pg_basebackup -R` (so it streams from `primary` and stays read-only
     /// until promoted), reporting itself to the primary as `name`, the name
     /// `synchronous_standby_names` refers to.
-    pub fn standby_of(primary: &OwnPostgres, name: &str) -> OwnPostgres {
+    pub async fn standby_of(primary: &OwnPostgres, name: &str) -> OwnPostgres {
         let dir = temp_dir("order-cache-pg-standby");
         let status = pg_command("pg_basebackup")
             .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
@@ -204,7 +208,7 @@ impl OwnPostgres {
             dir,
             port: free_port(),
         };
-        standby.resume();
+        standby.resume().await;
         standby
     }
 
@@ -255,10 +259,10 @@ const STANDBY_NAME: &str = "standby";
 impl OwnPostgresPair {
     /// Starts a primary with database `db`, a standby of it, and makes the
     /// standby synchronous; returns once the primary reports it so.
-    pub fn start(db: &str) -> OwnPostgresPair {
-        let primary = OwnPostgres::start();
+    pub async fn start(db: &str) -> OwnPostgresPair {
+        let primary = OwnPostgres::start().await;
         primary.create_database(db);
-        let standby = OwnPostgres::standby_of(&primary, STANDBY_NAME);
+        let standby = OwnPostgres::standby_of(&primary, STANDBY_NAME).await;
         // Set after the base backup, so the standby does not inherit it: once
         // promoted, it would wait on every commit for a standby it does not
         // have.
@@ -267,18 +271,13 @@ impl OwnPostgresPair {
             &format!("ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'"),
         );
         primary.psql("postgres", "SELECT pg_reload_conf()");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while primary.psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
-        ) != "1"
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the standby never became synchronous"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let synchronous = "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'";
+        eventually(
+            Duration::from_secs(20),
+            "the standby synchronous",
+            || async { (primary.psql("postgres", synchronous) == "1").then_some(()) },
+        )
+        .await;
         OwnPostgresPair { primary, standby }
     }
 
@@ -294,7 +293,9 @@ impl OwnPostgresPair {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        self.stop_immediate();
+        // No waiting on the port here: a panic in a drop during a panic
+        // aborts, and pg_ctl has waited for the server to exit.
+        self.pg_ctl_stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -322,19 +323,19 @@ fn nats_server_bin() -> PathBuf {
 }
 
 impl OwnNats {
-    pub fn start() -> OwnNats {
-        OwnNats::start_with(&[])
+    pub async fn start() -> OwnNats {
+        OwnNats::start_with(&[]).await
     }
 
     /// A nats-server with more arguments, e.g. `["--user", "u", "--pass", "p"]`.
-    pub fn start_with(args: &[&str]) -> OwnNats {
+    pub async fn start_with(args: &[&str]) -> OwnNats {
         let mut nats = OwnNats {
             dir: temp_dir("order-cache-nats"),
             port: free_port(),
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
         };
-        nats.resume();
+        nats.resume().await;
         nats
     }
 
@@ -343,7 +344,7 @@ impl OwnNats {
     }
 
     /// Starts (again) on the same port and storage.
-    pub fn resume(&mut self) {
+    pub async fn resume(&mut self) {
         let child = Command::new(nats_server_bin())
             .args([
                 "-a",
@@ -360,22 +361,28 @@ impl OwnNats {
             .spawn()
             .expect("nats-server");
         self.child = Some(child);
-        wait_for_port(self.port, true, Duration::from_secs(20));
+        wait_for_port(self.port, true, Duration::from_secs(20)).await;
     }
 
     /// SIGKILL.
-    pub fn kill(&mut self) {
+    pub async fn kill(&mut self) {
+        self.kill_child();
+        wait_for_port(self.port, false, Duration::from_secs(20)).await;
+    }
+
+    fn kill_child(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        wait_for_port(self.port, false, Duration::from_secs(20));
     }
 }
 
 impl Drop for OwnNats {
     fn drop(&mut self) {
-        self.kill();
+        // No waiting on the port: the process is reaped, and a panic in a
+        // drop during a panic aborts.
+        self.kill_child();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -398,7 +405,7 @@ struct ClusterNode {
 impl OwnNatsCluster {
     /// Starts `size` nodes; returns once each accepts clients (JetStream
     /// may still be electing its leader: see [`OwnNatsCluster::wait_jetstream`]).
-    pub fn start(size: usize) -> OwnNatsCluster {
+    pub async fn start(size: usize) -> OwnNatsCluster {
         let mut cluster = OwnNatsCluster {
             dir: temp_dir("order-cache-nats-cluster"),
             nodes: (1..=size)
@@ -411,7 +418,7 @@ impl OwnNatsCluster {
                 .collect(),
         };
         for i in 0..size {
-            cluster.resume(i);
+            cluster.resume(i).await;
         }
         cluster
     }
@@ -431,7 +438,7 @@ impl OwnNatsCluster {
     }
 
     /// Starts node `i` (again) on the same ports and storage.
-    pub fn resume(&mut self, i: usize) {
+    pub async fn resume(&mut self, i: usize) {
         let routes = self
             .nodes
             .iter()
@@ -458,43 +465,36 @@ impl OwnNatsCluster {
             .expect("nats-server");
         let port = node.port;
         self.nodes[i].child = Some(child);
-        wait_for_port(port, true, Duration::from_secs(20));
+        wait_for_port(port, true, Duration::from_secs(20)).await;
     }
 
     /// SIGKILLs node `i`.
-    pub fn kill(&mut self, i: usize) {
+    pub async fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        wait_for_port(self.nodes[i].port, false, Duration::from_secs(20));
+        wait_for_port(self.nodes[i].port, false, Duration::from_secs(20)).await;
     }
 
     /// Waits until the cluster can place a stream on every node (its meta
     /// leader is elected and knows each peer): a probe stream with one
     /// replica per node is created and deleted.
     pub async fn wait_jetstream(&self, js: &async_nats::jetstream::Context, within: Duration) {
-        let deadline = Instant::now() + within;
         let probe = async_nats::jetstream::stream::Config {
             name: "CLUSTER_PROBE".into(),
             subjects: vec!["cluster.probe".into()],
             num_replicas: self.nodes.len(),
             ..Default::default()
         };
-        loop {
-            match js.create_stream(probe.clone()).await {
-                Ok(_) => {
-                    let _ = js.delete_stream("CLUSTER_PROBE").await;
-                    return;
-                }
-                Err(e) => assert!(
-                    Instant::now() < deadline,
-                    "JetStream cluster not ready: {e}\n{}",
-                    self.logs()
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let every = Duration::from_millis(100);
+        poll(within, every, || async {
+            js.create_stream(probe.clone()).await?;
+            let _ = js.delete_stream("CLUSTER_PROBE").await;
+            Ok::<_, async_nats::jetstream::context::CreateStreamError>(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("JetStream cluster not ready: {e}\n{}", self.logs()));
     }
 
     /// The last lines of every node's log, to explain a failure.
@@ -635,8 +635,8 @@ impl ServerProcess {
         }
     }
 
-    pub fn client(&self) -> crate::helpers::reqwest_lite::Client {
-        crate::helpers::reqwest_lite::Client::new(([127, 0, 0, 1], self.port).into())
+    pub fn client(&self) -> crate::helpers::http_client::Client {
+        crate::helpers::http_client::Client::new(([127, 0, 0, 1], self.port).into())
     }
 
     /// The process id, e.g. to read its memory from `/proc`.
@@ -660,19 +660,25 @@ impl ServerProcess {
     /// Panics, with the server's output, if it exits or `within` passes.
     pub async fn wait_status(&mut self, path: &str, want: u16, within: Duration) -> Duration {
         let started = Instant::now();
-        loop {
-            if let Ok((status, _)) = self.client().get(path).await {
-                if status == want {
-                    return started.elapsed();
+        let client = self.client();
+        let every = Duration::from_millis(50);
+        let answered = poll(within, every, || {
+            let running = self.is_running();
+            let client = client.clone();
+            async move {
+                match client.get(path).await {
+                    Ok((status, _)) if status == want => Ok(Ok(())),
+                    _ if !running => Ok(Err("server exited")),
+                    Ok((status, _)) => Err(format!("status {status}")),
+                    Err(e) => Err(e.to_string()),
                 }
             }
-            assert!(self.is_running(), "server exited:\n{}", self.output());
-            assert!(
-                started.elapsed() < within,
-                "{path} never answered {want}\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        match answered {
+            Ok(Ok(())) => started.elapsed(),
+            Ok(Err(exited)) => panic!("{exited}:\n{}", self.output()),
+            Err(e) => panic!("{path} never answered {want}: {e}\n{}", self.output()),
         }
     }
 
@@ -688,18 +694,18 @@ impl ServerProcess {
     }
 
     /// SIGTERM, then wait up to `within` for the exit.
-    pub fn terminate(mut self, within: Duration) -> Option<(ExitStatus, Duration)> {
+    pub async fn terminate(mut self, within: Duration) -> Option<(ExitStatus, Duration)> {
         let started = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        while started.elapsed() < within {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some((status, started.elapsed()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let every = Duration::from_millis(20);
+        let exited = poll(within, every, || {
+            let status = self.child.try_wait();
+            async move { status.ok().flatten() }
+        })
+        .await;
+        exited.ok().map(|status| (status, started.elapsed()))
     }
 }
 

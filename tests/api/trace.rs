@@ -380,5 +380,5 @@ async fn the_producer_and_the_server_export_one_trace_over_otlp() {
         },
     )
     .await;
-    server.terminate(Duration::from_secs(20));
+    server.terminate(Duration::from_secs(20)).await;
 }
