@@ -562,6 +562,9 @@ impl Cache {
         let mut writer = self.lock_writer();
         let mut next = Snapshot::clone(&self.inner.current.load());
         let mut changed = false;
+        // The batch's last ids added, oldest first: only they can make the
+        // list, so only they are copied into it.
+        let mut newest = std::collections::VecDeque::with_capacity(RECENT);
         for (uid, bytes) in entries {
             let added = match writer.as_mut() {
                 None => next.add(&uid, &bytes).is_some(),
@@ -569,12 +572,18 @@ impl Cache {
             };
             if added {
                 if recent {
-                    next.recent.push_front(Arc::from(uid.as_str()));
-                    next.recent.truncate(RECENT);
+                    if newest.len() == RECENT {
+                        newest.pop_front();
+                    }
+                    newest.push_back(uid);
                 }
                 changed = true;
             }
         }
+        for uid in newest {
+            next.recent.push_front(Arc::from(uid.as_str()));
+        }
+        next.recent.truncate(RECENT);
         if changed {
             self.inner.current.store(Arc::new(next));
         }
