@@ -27,7 +27,7 @@ pub const RECENT: usize = 20;
 /// (reference counts, pointer, lengths, read count), its share of the
 /// persistent map's nodes, and with a budget its slot in the eviction and
 /// ghost queues.
-pub const ENTRY_OVERHEAD: u64 = 128;
+pub const ENTRY_OVERHEAD: u64 = 144;
 
 /// The memory a cached order costs against a budget: its id and JSON, a
 /// sixth more for the allocator's rounding up to its size classes, and
@@ -36,11 +36,11 @@ pub const ENTRY_OVERHEAD: u64 = 128;
 /// Measured, not derived: `tests/cache_memory.rs` fills caches with orders
 /// of random sizes under mimalloc (the server's allocator) and fails if the
 /// resident memory they take exceeds what this counts. Under mimalloc the
-/// memory beyond id and JSON came to 132 B an entry for 100-300 B bodies,
-/// 202 B for 200-1,400 B and 1,307 B for 4-12 kB (size classes a quarter
-/// apart grow with the body); this counts 166, 266 and 1,468. A 64 MiB
-/// budget through which four budgets of orders went held 69 MiB resident:
-/// freed memory the allocator keeps, and the ghost queue. Other allocators
+/// memory beyond id and JSON came to 153 B an entry for 100-300 B bodies,
+/// 224 B for 200-1,400 B and 1,307 B for 4-12 kB (size classes a quarter
+/// apart grow with the body); this counts 181, 281 and 1,484. A 64 MiB
+/// budget through which four budgets of orders went held 73 MiB resident
+/// (1.14x): freed memory the allocator keeps, and the ghost queue. Other allocators
 /// (glibc's) round differently: measure before relying on a tight budget.
 ///
 /// # Examples
@@ -165,9 +165,13 @@ pub struct Snapshot {
 /// stays cheap.
 #[derive(Debug)]
 struct Entry {
-    /// The id's bytes, then the JSON's: one allocation, not two.
-    data: Box<[u8]>,
-    uid_len: u32,
+    // The id apart from the JSON, though one allocation would save 16 to
+    // 32 bytes an entry: a map compares ids as `str` and hashes them as
+    // `str`, and an id inside the JSON's bytes could only be borrowed as
+    // `[u8]` (whose hash has a length prefix, so a lookup took ~10% more
+    // instructions) or through a UTF-8 check per comparison.
+    uid: Box<str>,
+    json: Box<[u8]>,
     /// Reads since the entry was admitted or last passed by the eviction
     /// policy, up to [`MAX_FREQUENCY`]; only counted with a budget.
     frequency: AtomicU8,
@@ -179,29 +183,24 @@ const MAX_FREQUENCY: u8 = 3;
 
 impl Entry {
     fn new(uid: &OrderUid, json: &[u8]) -> Entry {
-        let uid = uid.as_str().as_bytes();
-        let mut data = Vec::with_capacity(uid.len() + json.len());
-        data.extend_from_slice(uid);
-        data.extend_from_slice(json);
         Entry {
-            data: data.into_boxed_slice(),
-            // Ids are short (`MAX_UID_LEN`), far below 4 GiB.
-            uid_len: u32::try_from(uid.len()).unwrap_or(u32::MAX),
+            uid: uid.as_str().into(),
+            json: json.into(),
             frequency: AtomicU8::new(0),
         }
     }
 
-    fn uid_bytes(&self) -> &[u8] {
-        &self.data[..self.uid_len as usize]
+    fn uid(&self) -> &str {
+        &self.uid
     }
 
     fn json(&self) -> &[u8] {
-        &self.data[self.uid_len as usize..]
+        &self.json
     }
 
     /// What the entry costs against a budget.
     fn cost(&self) -> u64 {
-        cost_of(self.data.len())
+        cost_of(self.uid.len() + self.json.len())
     }
 
     /// Counts a read. A relaxed load, and a store only below the cap: a hot
@@ -230,24 +229,22 @@ struct Slot(Arc<Entry>);
 
 impl std::hash::Hash for Slot {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // Must hash exactly as the `[u8]` it borrows as.
-        self.0.uid_bytes().hash(state);
+        // Must hash exactly as the `str` it borrows as.
+        self.0.uid().hash(state);
     }
 }
 
 impl PartialEq for Slot {
     fn eq(&self, other: &Self) -> bool {
-        self.0.uid_bytes() == other.0.uid_bytes()
+        self.0.uid == other.0.uid
     }
 }
 
 impl Eq for Slot {}
 
-// Borrowed as bytes, not `str`: the id shares its allocation with the JSON,
-// and turning bytes back into `str` would check UTF-8 on every lookup.
-impl std::borrow::Borrow<[u8]> for Slot {
-    fn borrow(&self) -> &[u8] {
-        self.0.uid_bytes()
+impl std::borrow::Borrow<str> for Slot {
+    fn borrow(&self) -> &str {
+        self.0.uid()
     }
 }
 
@@ -305,7 +302,7 @@ impl Snapshot {
 
     /// Adds an entry unless the id is present; returns it when added.
     fn add(&mut self, uid: &OrderUid, json: &[u8]) -> Option<Slot> {
-        if self.orders.contains_key(uid.as_str().as_bytes()) {
+        if self.orders.contains_key(uid.as_str()) {
             return None;
         }
         let slot = Slot(Arc::new(Entry::new(uid, json)));
@@ -317,7 +314,7 @@ impl Snapshot {
 
     /// Removes an entry the eviction policy gave up.
     fn evict(&mut self, entry: &Entry) {
-        if self.orders.remove(entry.uid_bytes()).is_some() {
+        if self.orders.remove(entry.uid()).is_some() {
             self.bytes -= entry.json().len();
             self.cost -= entry.cost();
             self.evictions += 1;
@@ -325,9 +322,7 @@ impl Snapshot {
     }
 
     fn slot(&self, uid: &str) -> Option<&Slot> {
-        self.orders
-            .get_key_value(uid.as_bytes())
-            .map(|(slot, ())| slot)
+        self.orders.get_key_value(uid).map(|(slot, ())| slot)
     }
 
     /// The response bytes of the order with this id. The bytes share the
@@ -613,7 +608,7 @@ impl Cache {
         let mut writer = self.lock_writer();
         let current = self.inner.current.load_full();
         for (slot, ()) in current.orders.iter() {
-            if let Some((old, ())) = built.orders.remove_with_key(slot.0.uid_bytes()) {
+            if let Some((old, ())) = built.orders.remove_with_key(slot.0.uid()) {
                 built.bytes -= old.0.json().len();
                 built.cost -= old.0.cost();
             }
@@ -634,7 +629,7 @@ impl Cache {
             };
             for slot in restored {
                 // Those cached meanwhile are in the queues already.
-                if !current.orders.contains_key(slot.0.uid_bytes()) {
+                if !current.orders.contains_key(slot.0.uid()) {
                     policy.admit_oldest(slot.0);
                 }
             }

@@ -60,7 +60,7 @@ impl S3Fifo {
     /// Takes in a new entry as the newest. Call [`S3Fifo::evict`] after.
     pub(super) fn admit(&mut self, entry: Arc<Entry>) {
         let cost = entry.cost();
-        if self.ghost.contains(entry.uid_bytes()) {
+        if self.ghost.contains(entry.uid().as_bytes()) {
             self.main_bytes += cost;
             self.main.push_front(entry);
         } else {
@@ -102,7 +102,7 @@ impl S3Fifo {
                 self.main.push_front(entry);
             } else {
                 let held = self.small.len() + self.main.len();
-                self.ghost.remember(entry.uid_bytes(), held.max(1));
+                self.ghost.remember(entry.uid().as_bytes(), held.max(1));
                 return Some(entry);
             }
         }
@@ -143,7 +143,7 @@ impl S3Fifo {
 
     #[cfg(test)]
     pub(super) fn in_main(&self, uid: &str) -> bool {
-        self.main.iter().any(|e| e.uid_bytes() == uid.as_bytes())
+        self.main.iter().any(|e| e.uid() == uid)
     }
 }
 

@@ -110,13 +110,13 @@ fn assert_consistent(cache: &Cache) {
     let mut queued = HashSet::new();
     for entry in policy.entries() {
         assert!(
-            queued.insert(entry.uid_bytes().to_vec()),
+            queued.insert(entry.uid().to_owned()),
             "{:?} queued twice",
-            String::from_utf8_lossy(entry.uid_bytes())
+            entry.uid()
         );
         let (slot, ()) = snapshot
             .orders
-            .get_key_value(entry.uid_bytes())
+            .get_key_value(entry.uid())
             .expect("every queued entry is in the map");
         assert!(Arc::ptr_eq(&slot.0, entry), "the queue holds another copy");
     }
@@ -415,7 +415,7 @@ proptest! {
         prop_assert_eq!(a.bytes(), b.bytes());
         prop_assert_eq!(a.recent().collect::<Vec<_>>(), b.recent().collect::<Vec<_>>());
         for (slot, ()) in b.orders.iter() {
-            prop_assert_eq!(a.orders.get_key_value(slot.0.uid_bytes()).map(|(s, ())| s.0.json()), Some(slot.0.json()));
+            prop_assert_eq!(a.orders.get_key_value(slot.0.uid()).map(|(s, ())| s.0.json()), Some(slot.0.json()));
         }
     }
 }
