@@ -39,9 +39,10 @@ pub const ENTRY_OVERHEAD: u64 = 144;
 /// memory beyond id and JSON came to 153 B an entry for 100-300 B bodies,
 /// 224 B for 200-1,400 B and 1,307 B for 4-12 kB (size classes a quarter
 /// apart grow with the body); this counts 181, 281 and 1,484. A 64 MiB
-/// budget through which four budgets of orders went held 73 MiB resident
-/// (1.14x): freed memory the allocator keeps, and the ghost queue. Other allocators
-/// (glibc's) round differently: measure before relying on a tight budget.
+/// budget through which four budgets of orders went held 71 MiB resident
+/// (1.10x): freed memory the allocator keeps, and the ghost queue. Other
+/// allocators (glibc's) round differently: measure before relying on a
+/// tight budget.
 ///
 /// # Examples
 ///
