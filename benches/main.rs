@@ -14,7 +14,11 @@ fn order_bytes(uid: &str) -> Vec<u8> {
 
 /// A cache of `n` orders with ids `o0000000`, `o0000001`, ...
 fn full_cache(n: usize) -> Cache {
-    let cache = Cache::new();
+    fill(Cache::new(), n)
+}
+
+/// `cache` after filling it with `n` orders as [`full_cache`] does.
+fn fill(cache: Cache, n: usize) -> Cache {
     let body = Bytes::from(order_bytes("x"));
     for chunk in (0..n).collect::<Vec<_>>().chunks(100_000) {
         cache.fill(chunk.iter().map(|i| {
@@ -78,6 +82,56 @@ fn cache(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same paths in a cache with a byte budget, full and evicting: 1M
+/// orders offered to 256 MiB, which holds about a quarter of them.
+fn bounded_cache(c: &mut Criterion) {
+    let cache = fill(Cache::with_max_bytes(256 << 20), CACHED);
+    let held: Vec<String> = (0..CACHED)
+        .map(|i| format!("o{:07}", i * 977 % CACHED))
+        .filter(|id| cache.contains(id))
+        .take(1024)
+        .collect();
+    assert_eq!(held.len(), 1024, "the budget holds too few orders");
+    let stats = cache.stats();
+    assert!(stats.evictions > 0);
+    let mut g = c.benchmark_group("bounded cache");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function(
+        format!("lookup hit at 256 MiB ({} orders)", stats.entries),
+        |b| {
+            b.iter(|| {
+                i = (i + 1) % held.len();
+                cache.get(&held[i]).expect("hit")
+            })
+        },
+    );
+    g.bench_function("lookup miss at 256 MiB", |b| b.iter(|| cache.get("nope")));
+
+    let body = Bytes::from(order_bytes("x"));
+    let mut next = CACHED;
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("insert batch of 1000 evicting 1000 at 256 MiB", |b| {
+        b.iter_batched(
+            || {
+                let batch: Vec<(OrderUid, Bytes)> = (next..next + 1000)
+                    .map(|i| {
+                        (
+                            OrderUid::parse(&format!("n{i:08}")).expect("id"),
+                            body.clone(),
+                        )
+                    })
+                    .collect();
+                next += 1000;
+                batch
+            },
+            |batch| cache.insert(batch),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 fn http(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -112,5 +166,5 @@ fn http(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, cache, http);
+criterion_group!(benches, decode, cache, bounded_cache, http);
 criterion_main!(benches);

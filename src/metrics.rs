@@ -25,6 +25,9 @@ use serde::Serialize;
 /// | `order_cache_orders_rejected_total` | counter | `reason` |
 /// | `order_cache_cache_orders` | gauge | |
 /// | `order_cache_cache_json_bytes` | gauge | |
+/// | `order_cache_cache_bytes` | gauge | |
+/// | `order_cache_cache_max_bytes` | gauge | |
+/// | `order_cache_cache_evictions_total` | counter | |
 /// | `order_cache_http_requests_total` | counter | `route`, `status` |
 /// | `order_cache_ingest_batch_seconds` | histogram | |
 /// | `order_cache_ingest_batch_size` | histogram | |
@@ -60,6 +63,9 @@ struct Inner {
     rejected: Family<ReasonLabel, Counter>,
     cache_orders: Gauge,
     cache_bytes: Gauge,
+    cache_cost: Gauge,
+    cache_max_bytes: Gauge,
+    cache_evictions: Counter,
     http: Family<HttpLabels, Counter>,
     batch_seconds: Histogram,
     batch_size: Histogram,
@@ -119,6 +125,23 @@ impl Inner {
             "cache_json_bytes",
             "Size of the cached JSON bodies",
             self.cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Memory the cached orders take as the cache counts it against its \
+             budget: JSON, ids, the allocator's rounding and a per-entry overhead",
+            self.cache_cost.clone(),
+        );
+        registry.register(
+            "cache_max_bytes",
+            "The cache's byte budget (cache_bytes stays below it); 0 when unlimited",
+            self.cache_max_bytes.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Orders the cache gave up to stay within its budget (served from \
+             PostgreSQL when asked for again)",
+            self.cache_evictions.clone(),
         );
         registry.register(
             "http_requests",
@@ -359,6 +382,9 @@ impl Metrics {
             rejected: Family::<ReasonLabel, Counter>::default(),
             cache_orders: Gauge::default(),
             cache_bytes: Gauge::default(),
+            cache_cost: Gauge::default(),
+            cache_max_bytes: Gauge::default(),
+            cache_evictions: Counter::default(),
             http: Family::<HttpLabels, Counter>::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
@@ -431,10 +457,23 @@ impl Metrics {
         self.inner.dead_letters.inc();
     }
 
+    /// Takes the cache's figures from one of its snapshots.
     pub(crate) fn cache(&self, snapshot: &crate::cache::Snapshot) {
-        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.inner.cache_orders.set(gauge(snapshot.len()));
-        self.inner.cache_bytes.set(gauge(snapshot.json_bytes()));
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let stats = snapshot.stats();
+        self.inner.cache_orders.set(gauge(stats.entries as u64));
+        self.inner.cache_bytes.set(gauge(stats.json_bytes as u64));
+        self.inner.cache_cost.set(gauge(stats.bytes));
+        self.inner
+            .cache_max_bytes
+            .set(gauge(stats.max_bytes.unwrap_or(0)));
+        // The snapshot carries the total since the cache began; callers may
+        // pass an older snapshot than the last one seen, so the counter only
+        // ever rises to it.
+        self.inner
+            .cache_evictions
+            .inner()
+            .fetch_max(stats.evictions, Ordering::Relaxed);
     }
 
     pub(crate) fn http(&self, route: &'static str, status: u16, took: Duration) {
@@ -568,6 +607,55 @@ mod tests {
             let series = format!("order_cache_orders_rejected_total{{reason=\"{reason}\"}}");
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
         }
+    }
+
+    #[test]
+    fn cache_figures_come_from_the_snapshot_and_evictions_never_go_back() {
+        use crate::cache::{entry_cost, Cache};
+        use crate::model::OrderUid;
+
+        let cost = entry_cost("o0", 100);
+        let cache = Cache::with_max_bytes(3 * cost);
+        let metrics = Metrics::new();
+        let before = cache.snapshot();
+        for i in 0..5 {
+            let id = OrderUid::parse(&format!("o{i}")).unwrap();
+            cache.insert([(id, bytes::Bytes::from(vec![b'x'; 100]))]);
+        }
+        metrics.cache(&cache.snapshot());
+        let text = metrics.render();
+        assert_eq!(sample(&text, "order_cache_cache_orders"), Some(3.0));
+        assert_eq!(sample(&text, "order_cache_cache_json_bytes"), Some(300.0));
+        assert_eq!(
+            sample(&text, "order_cache_cache_bytes"),
+            Some((3 * cost) as f64)
+        );
+        assert_eq!(
+            sample(&text, "order_cache_cache_max_bytes"),
+            Some((3 * cost) as f64)
+        );
+        assert_eq!(
+            sample(&text, "order_cache_cache_evictions_total"),
+            Some(2.0)
+        );
+        // A snapshot older than the last one seen: the gauges follow it,
+        // the counter does not go back.
+        metrics.cache(&before);
+        let text = metrics.render();
+        assert_eq!(sample(&text, "order_cache_cache_orders"), Some(0.0));
+        assert_eq!(
+            sample(&text, "order_cache_cache_evictions_total"),
+            Some(2.0)
+        );
+
+        let unlimited = Metrics::new();
+        unlimited.cache(&Cache::new().snapshot());
+        let text = unlimited.render();
+        assert_eq!(sample(&text, "order_cache_cache_max_bytes"), Some(0.0));
+        assert_eq!(
+            sample(&text, "order_cache_cache_evictions_total"),
+            Some(0.0)
+        );
     }
 
     #[test]

@@ -1,0 +1,421 @@
+//! Tests of the cache and of its eviction with a budget.
+
+use super::*;
+
+fn entry(id: &str) -> (OrderUid, Bytes) {
+    (
+        OrderUid::parse(id).unwrap(),
+        Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+    )
+}
+
+#[test]
+fn a_batch_is_published_at_once_and_old_snapshots_stay_intact() {
+    let cache = Cache::new();
+    cache.insert([entry("a")]);
+    let before = cache.snapshot();
+    cache.insert([entry("b"), entry("c")]);
+    assert_eq!(before.len(), 1);
+    assert!(before.get("b").is_none());
+    assert_eq!(cache.len(), 3);
+    assert_eq!(cache.get("c").unwrap(), Bytes::from("{\"id\":\"c\"}"));
+}
+
+#[test]
+fn a_snapshot_built_aside_merges_with_what_was_cached_meanwhile() {
+    let cache = Cache::new();
+    // Cached while the restore ran: served already, so it must stay.
+    cache.insert([(OrderUid::parse("both").unwrap(), Bytes::from("live"))]);
+    cache.insert([entry("live-only")]);
+    let built = Snapshot::build([entry("both"), entry("restored"), entry("restored")]);
+    assert_eq!(
+        built.len(),
+        2,
+        "the first bytes of an id win inside a build"
+    );
+    cache.merge(built);
+
+    let snap = cache.snapshot();
+    assert_eq!(snap.len(), 3);
+    assert_eq!(snap.get("both").unwrap(), Bytes::from("live"));
+    assert!(snap.get("restored").is_some() && snap.get("live-only").is_some());
+    assert_eq!(snap.recent().collect::<Vec<_>>(), ["live-only", "both"]);
+    let bytes: usize = ["both", "restored", "live-only"]
+        .iter()
+        .map(|id| snap.get(id).unwrap().len())
+        .sum();
+    assert_eq!(snap.json_bytes(), bytes);
+}
+
+#[test]
+fn the_first_bytes_of_an_id_win() {
+    let cache = Cache::new();
+    cache.insert([entry("a")]);
+    cache.insert([(OrderUid::parse("a").unwrap(), Bytes::from("other"))]);
+    assert_eq!(cache.get("a").unwrap(), Bytes::from("{\"id\":\"a\"}"));
+}
+
+#[test]
+fn recent_lists_newest_first_and_is_bounded() {
+    let cache = Cache::new();
+    for i in 0..(RECENT + 5) {
+        cache.insert([entry(&format!("o{i}"))]);
+    }
+    cache.fill([entry("restored")]);
+    let snap = cache.snapshot();
+    let recent: Vec<&str> = snap.recent().collect();
+    assert_eq!(recent.len(), RECENT);
+    assert_eq!(recent[0], format!("o{}", RECENT + 4));
+    assert!(!recent.contains(&"restored"));
+}
+
+// ---- With a byte budget ----
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+
+use proptest::prelude::*;
+
+fn uid(id: &str) -> OrderUid {
+    OrderUid::parse(id).unwrap()
+}
+
+/// A body that names its id and has the given length, so that a body
+/// served for the wrong id, or torn, is seen.
+fn body(id: &str, len: usize) -> Bytes {
+    let mut text = format!("{{\"id\":\"{id}\",\"pad\":\"");
+    let fill = len.saturating_sub(text.len() + 2);
+    text.extend(std::iter::repeat_n('x', fill));
+    text.push_str("\"}");
+    Bytes::from(text)
+}
+
+fn body_names(body: &[u8], id: &str) -> bool {
+    let head = format!("{{\"id\":\"{id}\",\"pad\":\"");
+    body.starts_with(head.as_bytes())
+        && body.ends_with(b"\"}")
+        && body[head.len()..body.len() - 2].iter().all(|&b| b == b'x')
+}
+
+/// Checks what must hold between two writes: the snapshot within its
+/// budget, each of its entries in exactly one queue (the same entry, not a
+/// copy), and every byte count equal to the sum over the entries.
+fn assert_consistent(cache: &Cache) {
+    let writer = cache.lock_writer();
+    let snapshot = cache.snapshot();
+    let policy = writer.as_ref().expect("a cache with a budget");
+    let max = snapshot.max_bytes().expect("a budget");
+    assert!(snapshot.bytes() <= max, "{} > {max}", snapshot.bytes());
+
+    let mut queued = HashSet::new();
+    for entry in policy.entries() {
+        assert!(
+            queued.insert(entry.uid().to_owned()),
+            "{:?} queued twice",
+            entry.uid()
+        );
+        let (slot, ()) = snapshot
+            .orders
+            .get_key_value(entry.uid())
+            .expect("every queued entry is in the map");
+        assert!(Arc::ptr_eq(&slot.0, entry), "the queue holds another copy");
+    }
+    assert_eq!(
+        queued.len(),
+        snapshot.len(),
+        "an entry of the map is in no queue"
+    );
+    assert!(policy.counts_add_up());
+    assert_eq!(policy.bytes(), snapshot.bytes());
+    let cost: u64 = snapshot.orders.keys().map(|s| s.0.cost()).sum();
+    let json: usize = snapshot.orders.keys().map(|s| s.0.json().len()).sum();
+    assert_eq!(snapshot.bytes(), cost);
+    assert_eq!(snapshot.json_bytes(), json);
+}
+
+#[test]
+fn without_a_budget_reads_are_not_counted() {
+    let cache = Cache::new();
+    cache.insert([entry("a")]);
+    for _ in 0..5 {
+        assert!(cache.get("a").is_some());
+    }
+    let snapshot = cache.snapshot();
+    assert_eq!(snapshot.slot("a").unwrap().0.frequency(), 0);
+    assert_eq!(snapshot.max_bytes(), None);
+    assert_eq!(snapshot.evictions(), 0);
+}
+
+#[test]
+fn with_a_budget_reads_count_up_to_three_and_peeks_do_not() {
+    let cache = Cache::with_max_bytes(1 << 20);
+    cache.insert([entry("a")]);
+    assert!(cache.snapshot().get("a").is_some());
+    assert!(cache.contains("a"));
+    assert_eq!(cache.snapshot().slot("a").unwrap().0.frequency(), 0);
+    for _ in 0..10 {
+        cache.get("a");
+    }
+    assert_eq!(cache.snapshot().slot("a").unwrap().0.frequency(), 3);
+}
+
+#[test]
+fn an_order_larger_than_the_budget_is_not_cached() {
+    let cache = Cache::with_max_bytes(entry_cost("big", 100) - 1);
+    cache.insert([(uid("big"), body("big", 100))]);
+    assert!(cache.is_empty());
+    cache.insert([(uid("small"), body("small", 10))]);
+    assert_eq!(cache.len(), 1);
+    assert_consistent(&cache);
+}
+
+#[test]
+fn frequently_read_orders_survive_a_scan_of_one_off_reads() {
+    let size = 500;
+    let cost = entry_cost("hot-000", size);
+    let cache = Cache::with_max_bytes(100 * cost);
+    // 30 hot orders, each read a few times, in a full cache.
+    let hot: Vec<String> = (0..30).map(|i| format!("hot-{i:03}")).collect();
+    cache.insert(hot.iter().map(|id| (uid(id), body(id, size))));
+    for round in 0..3 {
+        for id in &hot {
+            assert!(cache.get(id).is_some(), "round {round}: {id}");
+        }
+    }
+    // A scan: 10,000 ids missed once each, read from the store and admitted,
+    // while the hot orders keep being asked for now and then.
+    for i in 0..10_000 {
+        let id = format!("scan-{i:05}");
+        assert!(cache.get(&id).is_none());
+        cache.fill([(uid(&id), body(&id, size))]);
+        if i % 50 == 0 {
+            for id in &hot {
+                cache.get(id);
+            }
+        }
+    }
+    let missing: Vec<&String> = hot.iter().filter(|id| !cache.contains(id)).collect();
+    assert!(missing.is_empty(), "hot orders evicted: {missing:?}");
+    assert!(cache.stats().evictions >= 9_900);
+    assert_consistent(&cache);
+}
+
+#[test]
+fn an_id_evicted_and_asked_for_again_soon_goes_to_the_main_queue() {
+    let cost = entry_cost("o00", 100);
+    let cache = Cache::with_max_bytes(10 * cost);
+    for i in 0..11 {
+        let id = format!("o{i:02}");
+        cache.fill([(uid(&id), body(&id, 100))]);
+    }
+    assert!(!cache.contains("o00"), "the oldest unread order went first");
+    cache.fill([(uid("o00"), body("o00", 100))]);
+    assert!(cache.lock_writer().as_ref().unwrap().in_main("o00"));
+    assert!(!cache.lock_writer().as_ref().unwrap().in_main("o10"));
+    assert_consistent(&cache);
+}
+
+#[test]
+fn the_recent_list_does_not_keep_evicted_bodies_alive() {
+    let cost = entry_cost("o00", 1000);
+    let cache = Cache::with_max_bytes(5 * cost);
+    cache.insert([(uid("first"), body("first", 1000))]);
+    let first = Arc::downgrade(&cache.snapshot().slot("first").unwrap().0);
+    for i in 0..10 {
+        let id = format!("o{i:02}");
+        cache.insert([(uid(&id), body(&id, 1000))]);
+    }
+    let snapshot = cache.snapshot();
+    assert!(snapshot.get("first").is_none());
+    assert!(snapshot.recent().any(|id| id == "first"));
+    assert!(first.upgrade().is_none(), "the evicted body is still held");
+}
+
+#[test]
+fn a_restore_within_a_budget_stops_reading_when_full_and_keeps_what_was_cached_meanwhile() {
+    let size = 200;
+    let cost = entry_cost("r000", size);
+    let cache = Cache::with_max_bytes(10 * cost);
+    cache.insert([(uid("live"), body("live", size))]);
+
+    // Newest first, as the restore reads.
+    let mut pulled = 0;
+    let stored = (0..100).map(|i| {
+        pulled += 1;
+        let id = format!("r{:03}", 99 - i);
+        (uid(&id), body(&id, size))
+    });
+    let (built, full) = Snapshot::build_within(10 * cost, stored);
+    assert!(full);
+    assert_eq!(built.len(), 10);
+    assert_eq!(pulled, 11, "one entry past the budget is read, no more");
+    assert!(built.bytes() <= 10 * cost);
+
+    cache.merge(built);
+    assert_consistent(&cache);
+    let snapshot = cache.snapshot();
+    assert_eq!(snapshot.len(), 10);
+    assert!(snapshot.get("live").is_some(), "cached meanwhile: kept");
+    assert!(snapshot.get("r099").is_some(), "the newest stored: kept");
+    assert!(
+        snapshot.get("r090").is_none(),
+        "the oldest restored: evicted"
+    );
+    assert_eq!(snapshot.evictions(), 1);
+
+    let (_, full) = Snapshot::build_within(10 * cost, [(uid("a"), body("a", size))]);
+    assert!(!full);
+}
+
+#[test]
+fn a_restore_without_order_into_a_budgeted_cache_stays_within_it() {
+    let cost = entry_cost("r000", 100);
+    let cache = Cache::with_max_bytes(20 * cost);
+    cache.insert([(uid("live"), body("live", 100))]);
+    cache.merge(Snapshot::build((0..50).map(|i| {
+        let id = format!("r{i:03}");
+        (uid(&id), body(&id, 100))
+    })));
+    assert_eq!(cache.len(), 20);
+    assert!(cache.contains("live"));
+    assert_consistent(&cache);
+}
+
+#[test]
+fn readers_during_eviction_see_whole_bodies_of_their_own_ids() {
+    const IDS: usize = 2_000;
+    let ids: Arc<Vec<String>> = Arc::new((0..IDS).map(|i| format!("o{i:05}")).collect());
+    // Sizes from 10 bytes to 4 KiB, so that a torn body shows in its length.
+    let size = |i: usize| 10 + (i * 7919) % 4096;
+    let cache = Cache::with_max_bytes(200 * entry_cost("o00000", 2048));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (cache, ids, done) = (cache.clone(), ids.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut hits, mut i) = (0u64, r * 7);
+                while !done.load(Ordering::Acquire) {
+                    i = (i + 13) % IDS;
+                    // Hot ids: a tenth of the reads.
+                    let id = if i % 10 == 0 { &ids[i % 50] } else { &ids[i] };
+                    if let Some(body) = cache.get(id) {
+                        assert!(
+                            body_names(&body, id),
+                            "{id}: {:?}",
+                            String::from_utf8_lossy(&body)
+                        );
+                        hits += 1;
+                    }
+                }
+                hits
+            })
+        })
+        .collect();
+    for round in 0..5 {
+        for chunk in (0..IDS).collect::<Vec<_>>().chunks(16) {
+            let batch = chunk
+                .iter()
+                .map(|&i| (uid(&ids[i]), body(&ids[i], size(i))));
+            if round % 2 == 0 {
+                cache.insert(batch);
+            } else {
+                cache.fill(batch);
+            }
+        }
+    }
+    done.store(true, Ordering::Release);
+    let hits: u64 = readers.into_iter().map(|r| r.join().expect("reader")).sum();
+    assert!(hits > 0, "the readers never hit");
+    assert!(cache.stats().evictions > 0);
+    assert_consistent(&cache);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(Vec<(u16, usize)>),
+    Fill(Vec<(u16, usize)>),
+    Read(Vec<u16>),
+    Restore(Vec<(u16, usize)>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let entries = || prop::collection::vec((0u16..300, 0usize..3000), 0..40);
+    prop_oneof![
+        3 => entries().prop_map(Op::Insert),
+        2 => entries().prop_map(Op::Fill),
+        3 => prop::collection::vec(0u16..300, 0..60).prop_map(Op::Read),
+        1 => entries().prop_map(Op::Restore),
+    ]
+}
+
+fn batch(entries: &[(u16, usize)]) -> Vec<(OrderUid, Bytes)> {
+    entries
+        .iter()
+        .map(|&(i, len)| {
+            let id = format!("o{i}");
+            (uid(&id), body(&id, len))
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn the_policy_stays_within_budget_and_consistent(
+        max_bytes in 0u64..40_000,
+        ops in prop::collection::vec(op(), 1..30),
+    ) {
+        let cache = Cache::with_max_bytes(max_bytes);
+        let mut evicted_before = 0;
+        for op in ops {
+            match op {
+                Op::Insert(entries) => cache.insert(batch(&entries)),
+                Op::Fill(entries) => cache.fill(batch(&entries)),
+                Op::Read(ids) => {
+                    for i in ids {
+                        let id = format!("o{i}");
+                        if let Some(body) = cache.get(&id) {
+                            prop_assert!(body_names(&body, &id));
+                        }
+                    }
+                }
+                Op::Restore(entries) => {
+                    let (built, _) = Snapshot::build_within(max_bytes, batch(&entries));
+                    prop_assert!(built.bytes() <= max_bytes);
+                    cache.merge(built);
+                }
+            }
+            assert_consistent(&cache);
+            let evictions = cache.stats().evictions;
+            prop_assert!(evictions >= evicted_before);
+            evicted_before = evictions;
+        }
+    }
+
+    #[test]
+    fn a_large_budget_evicts_nothing_and_holds_what_an_unlimited_cache_does(
+        ops in prop::collection::vec(op(), 1..20),
+    ) {
+        let bounded = Cache::with_max_bytes(u64::MAX);
+        let unlimited = Cache::new();
+        for op in ops {
+            for cache in [&bounded, &unlimited] {
+                match &op {
+                    Op::Insert(entries) => cache.insert(batch(entries)),
+                    Op::Fill(entries) => cache.fill(batch(entries)),
+                    Op::Read(ids) => ids.iter().for_each(|i| { cache.get(&format!("o{i}")); }),
+                    Op::Restore(entries) => cache.merge(Snapshot::build(batch(entries))),
+                }
+            }
+        }
+        let (a, b) = (bounded.snapshot(), unlimited.snapshot());
+        prop_assert_eq!(a.evictions(), 0);
+        prop_assert_eq!(a.len(), b.len());
+        prop_assert_eq!(a.bytes(), b.bytes());
+        prop_assert_eq!(a.recent().collect::<Vec<_>>(), b.recent().collect::<Vec<_>>());
+        for (slot, ()) in b.orders.iter() {
+            prop_assert_eq!(a.orders.get_key_value(slot.0.uid()).map(|(s, ())| s.0.json()), Some(slot.0.json()));
+        }
+    }
+}
