@@ -72,6 +72,13 @@ struct Settings {
     /// Most HTTP connections open at once; more wait until one closes.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = ServerConfig::default().max_connections as u64, value_parser = clap::value_parser!(u64).range(1..))]
     http_max_connections: u64,
+    /// Most memory the order cache may hold: a byte count (`256MiB`, `2GiB`,
+    /// `500MB`, `1073741824`), `auto` (half the memory this process may use:
+    /// its cgroup's limit, or the machine's memory) or `unlimited` (every
+    /// order, as before budgets existed). Past it the orders read least are
+    /// served from PostgreSQL.
+    #[arg(long, env = "CACHE_MAX_BYTES", default_value = "auto")]
+    cache_max_bytes: Budget,
     /// Threads serving HTTP and ingesting (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -104,6 +111,61 @@ fn main() {
     }
 }
 
+/// `--cache-max-bytes`.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    Auto,
+    Unlimited,
+    Bytes(u64),
+}
+
+impl std::str::FromStr for Budget {
+    type Err = order_cache::ByteSizeError;
+
+    fn from_str(s: &str) -> Result<Budget, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Budget::Auto),
+            "unlimited" => Ok(Budget::Unlimited),
+            _ => Ok(Budget::Bytes(s.parse::<order_cache::ByteSize>()?.as_u64())),
+        }
+    }
+}
+
+impl Budget {
+    /// The budget in bytes; `None` for unlimited (or `auto` where the
+    /// memory cannot be read).
+    fn bytes(self) -> Option<u64> {
+        match self {
+            Budget::Bytes(n) => Some(n),
+            Budget::Unlimited => None,
+            Budget::Auto => memory_limit().map(|m| m / 2),
+        }
+    }
+}
+
+/// The memory this process may use: its cgroup's limit (v2, then v1) when
+/// there is one, else the machine's.
+fn memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let machine = read("/proc/meminfo").and_then(|m| {
+        let kib = m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+        kib.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    });
+    match (cgroup, machine) {
+        // v1 says "no limit" with a huge number.
+        (Some(c), Some(m)) => Some(c.min(m)),
+        (c, m) => c.or(m),
+    }
+}
+
 fn serve(s: Settings) -> anyhow::Result<()> {
     let traces = Traces::from_env(s.batch_size)?;
     let mut store = StoreConfig::new(s.database_url);
@@ -128,7 +190,12 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             idle_timeout: Duration::from_secs(s.http_idle_timeout),
             max_connections: usize::try_from(s.http_max_connections).unwrap_or(usize::MAX),
         },
+        cache_max_bytes: s.cache_max_bytes.bytes(),
     };
+    match config.cache_max_bytes {
+        Some(max) => tracing::info!(cache_max_bytes = max, "cache budget"),
+        None => tracing::info!("cache budget: unlimited"),
+    }
     // Each HTTP connection is a descriptor: the inherited soft limit (often
     // 1,024) would cap the server far below max_connections.
     match server::raise_fd_limit() {

@@ -64,6 +64,12 @@ pub struct AppConfig {
     pub shutdown_timeout: Duration,
     /// HTTP timeouts and connection cap.
     pub http: ServerConfig,
+    /// Most bytes the cache may hold ([`Cache::with_max_bytes`]): past it,
+    /// the orders read least are evicted and served from PostgreSQL, and a
+    /// restore reads the newest orders until it is full. `None` (the
+    /// default) caches every order. Ignored when the builder is given a
+    /// cache.
+    pub cache_max_bytes: Option<u64>,
 }
 
 impl AppConfig {
@@ -76,6 +82,7 @@ impl AppConfig {
             startup_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             http: ServerConfig::default(),
+            cache_max_bytes: None,
         }
     }
 }
@@ -88,6 +95,8 @@ impl std::fmt::Debug for AppConfig {
             .field("ingest", &self.ingest)
             .field("startup_timeout", &self.startup_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("http", &self.http)
+            .field("cache_max_bytes", &self.cache_max_bytes)
             .finish()
     }
 }
@@ -179,7 +188,10 @@ impl ServiceBuilder {
             });
         }
         let metrics = self.metrics.unwrap_or_default();
-        let cache = self.cache.unwrap_or_default();
+        let cache = self.cache.unwrap_or_else(|| match config.cache_max_bytes {
+            Some(max_bytes) => Cache::with_max_bytes(max_bytes),
+            None => Cache::new(),
+        });
         let store = Store::new(config.store.clone())?.with_metrics(metrics.clone());
         retry_until(deadline, START_RETRY, "PostgreSQL", || store.ping())
             .await

@@ -27,7 +27,7 @@ pub(crate) const RECENT: usize = 20;
 /// (reference counts, pointer, lengths, read count), its share of the
 /// persistent map's nodes, and with a budget its slot in the eviction and
 /// ghost queues.
-pub const ENTRY_OVERHEAD: u64 = 144;
+pub(crate) const ENTRY_OVERHEAD: u64 = 144;
 
 /// The memory a cached order costs against a budget: its id and JSON, a
 /// sixth more for the allocator's rounding up to its size classes, and
@@ -47,9 +47,11 @@ pub const ENTRY_OVERHEAD: u64 = 144;
 /// # Examples
 ///
 /// ```
-/// use order_cache::cache::{entry_cost, ENTRY_OVERHEAD};
+/// use order_cache::entry_cost;
 ///
-/// assert_eq!(entry_cost("order-1", 593), 600 + 100 + ENTRY_OVERHEAD);
+/// // The id and JSON, a sixth more for the allocator, and the entry's
+/// // fixed share of map and queue nodes.
+/// assert_eq!(entry_cost("order-1", 593), 600 + 100 + 144);
 /// ```
 pub fn entry_cost(uid: &str, json_len: usize) -> u64 {
     cost_of(uid.len() + json_len)
@@ -280,8 +282,6 @@ impl Snapshot {
     /// A restore that wants to stop its scan itself can count with
     /// [`entry_cost`] against [`Cache::max_bytes`], or ask
     /// [`Snapshot::bytes`] as it goes.
-    // Until the restore reads newest first (issue 10), only tests call it.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn build_within(
         max_bytes: u64,
         entries: impl IntoIterator<Item = (OrderUid, Bytes)>,
@@ -405,7 +405,7 @@ impl Cache {
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use order_cache::cache::{entry_cost, Cache};
+    /// use order_cache::{entry_cost, Cache};
     /// use order_cache::OrderUid;
     ///
     /// let body = Bytes::from(vec![b'x'; 1000]);

@@ -87,7 +87,7 @@ mod store;
 pub mod trace;
 
 pub use app::{AppConfig, AppError, Service, ServiceBuilder};
-pub use cache::{Cache, Snapshot};
+pub use cache::{entry_cost, ByteSize, ByteSizeError, Cache, CacheStats, Snapshot};
 pub use health::Readiness;
 pub use http::{recover, router, routes, Api, CACHE_HEADER, MISS_DEADLINE};
 pub use ingest::{IngestConfig, IngestError, Ingestor};

@@ -1,5 +1,6 @@
 //! Restoring the cache from PostgreSQL at start.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use tracing::info;
@@ -8,10 +9,16 @@ use crate::cache::{Cache, Snapshot, RECENT};
 use crate::model::Order;
 use crate::store::{Scanned, Store, StoreError};
 
-/// Fills `cache` with every stored order and the recent list. An order whose
+/// Fills `cache` with the stored orders and the recent list. An order whose
 /// rows do not add up is logged and counted in [`Scanned::inconsistent`],
 /// and left to be answered from PostgreSQL with a clear error; the others
 /// restore exactly.
+///
+/// A cache without a budget gets every order. A cache with a byte budget
+/// ([`Cache::with_max_bytes`]) gets the most recently stored orders first,
+/// until the next one would not fit: the scan stops there, so the restore
+/// reads (and holds) no more than the budget, whatever the number of
+/// stored orders. The older ones are served by a miss, from PostgreSQL.
 ///
 /// Decoding rows (on this task) and serialising and indexing the orders (on
 /// a blocking thread) overlap; each is seconds of CPU for a million orders.
@@ -39,10 +46,29 @@ use crate::store::{Scanned, Store, StoreError};
 ///
 /// When PostgreSQL fails during the scan.
 pub async fn restore(store: &Store, cache: &Cache) -> Result<Scanned, StoreError> {
-    /// Orders handed over at a time, and chunks queued at most.
-    const CHUNK: usize = 1024;
-    const QUEUED: usize = 4;
     let started = Instant::now();
+    let scanned = match cache.max_bytes() {
+        None => restore_all(store, cache).await?,
+        Some(max_bytes) => restore_newest(store, cache, max_bytes).await?,
+    };
+    cache.set_recent(store.recent(RECENT as i64).await?);
+    info!(
+        orders = scanned.orders,
+        inconsistent = scanned.inconsistent,
+        cached = cache.len(),
+        took = ?started.elapsed(),
+        "restored cache from PostgreSQL"
+    );
+    Ok(scanned)
+}
+
+/// Orders handed to the building thread at a time, and chunks queued at
+/// most.
+const CHUNK: usize = 1024;
+const QUEUED: usize = 4;
+
+/// Every stored order, in one scan.
+async fn restore_all(store: &Store, cache: &Cache) -> Result<Scanned, StoreError> {
     let (chunks, queue) = std::sync::mpsc::sync_channel::<Vec<Order>>(QUEUED);
     let builder = tokio::task::spawn_blocking(move || {
         Snapshot::build(
@@ -64,38 +90,81 @@ pub async fn restore(store: &Store, cache: &Cache) -> Result<Scanned, StoreError
         .await;
     hand_over(&chunks, chunk);
     drop(chunks);
-    let built = builder.await;
+    let built = joined(builder.await)?;
     let scanned = scanned?;
-    // A panic there is a bug here: surface it as if it had happened inline.
-    let built = match built {
-        Ok(built) => built,
+    cache.merge(built);
+    Ok(scanned)
+}
+
+/// Orders read per page, newest first, into a cache with a budget.
+const PAGE: usize = 4096;
+
+/// The most recently stored orders, until the budget is full. The thread
+/// building the snapshot stops taking orders at the first that does not
+/// fit; the scan sees its queue closed and stops too, so what is read and
+/// held stays within the budget and a few chunks.
+async fn restore_newest(
+    store: &Store,
+    cache: &Cache,
+    max_bytes: u64,
+) -> Result<Scanned, StoreError> {
+    let (chunks, queue) = std::sync::mpsc::sync_channel::<Vec<Order>>(QUEUED);
+    let builder = tokio::task::spawn_blocking(move || {
+        let (built, _full) = Snapshot::build_within(
+            max_bytes,
+            queue
+                .into_iter()
+                .flatten()
+                .map(|order| (order.order_uid.clone(), order.to_json())),
+        );
+        built
+    });
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let scanned = store
+        .scan_newest(PAGE, |order| {
+            chunk.push(order);
+            if chunk.len() < CHUNK {
+                return ControlFlow::Continue(());
+            }
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            if hand_over(&chunks, full) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        })
+        .await;
+    hand_over(&chunks, chunk);
+    drop(chunks);
+    let built = joined(builder.await)?;
+    let scanned = scanned?;
+    cache.merge(built);
+    Ok(scanned)
+}
+
+/// The building thread's snapshot. A panic there is a bug here: surfaced
+/// as if it had happened inline.
+fn joined(built: Result<Snapshot, tokio::task::JoinError>) -> Result<Snapshot, StoreError> {
+    match built {
+        Ok(built) => Ok(built),
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => return Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::Stopped),
         },
-    };
-    cache.merge(built);
-    cache.set_recent(store.recent(RECENT as i64).await?);
-    info!(
-        orders = scanned.orders,
-        inconsistent = scanned.inconsistent,
-        took = ?started.elapsed(),
-        "restored cache from PostgreSQL"
-    );
-    Ok(scanned)
+    }
 }
 
 /// Sends a chunk to the restore thread, waiting while its queue is full:
 /// the thread does not depend on the runtime, so waiting cannot deadlock,
 /// and on a multi-threaded runtime the wait lets this worker's other tasks
 /// move to another worker. A thread that died is reported when joined.
-fn hand_over(chunks: &std::sync::mpsc::SyncSender<Vec<Order>>, chunk: Vec<Order>) {
+/// Returns whether the thread still takes orders: one building within a
+/// budget stops when the budget is full.
+fn hand_over(chunks: &std::sync::mpsc::SyncSender<Vec<Order>>, chunk: Vec<Order>) -> bool {
     if chunk.is_empty() {
-        return;
+        return true;
     }
-    let send = || {
-        let _ = chunks.send(chunk);
-    };
+    let send = || chunks.send(chunk).is_ok();
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(send),
         _ => send(),

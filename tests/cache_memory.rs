@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use bytes::Bytes;
-use order_cache::cache::Cache;
+use order_cache::Cache;
 use order_cache::OrderUid;
 use rand::{Rng, SeedableRng};
 

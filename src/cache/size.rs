@@ -14,7 +14,7 @@ use std::str::FromStr;
 /// # Examples
 ///
 /// ```
-/// use order_cache::cache::{ByteSize, ByteSizeError};
+/// use order_cache::{ByteSize, ByteSizeError};
 ///
 /// assert_eq!("256MiB".parse::<ByteSize>().unwrap().as_u64(), 256 << 20);
 /// assert_eq!("1 GiB".parse::<ByteSize>().unwrap().as_u64(), 1 << 30);

@@ -109,7 +109,7 @@ impl Ingestor {
         let missing: HashSet<OrderUid> = orders
             .iter()
             .zip(committed)
-            .filter(|(o, c)| **c && self.cache.get(o.order_uid.as_str()).is_none())
+            .filter(|(o, c)| **c && !self.cache.contains(o.order_uid.as_str()))
             .map(|(o, _)| o.order_uid.clone())
             .collect();
         if missing.is_empty() {

@@ -198,3 +198,60 @@ async fn migrations_run_on_a_current_thread_runtime_too() {
     assert_eq!(db.count("SELECT count(*) AS n FROM orders").await, 0);
     store.insert(&[example("current")]).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_into_a_budget_reads_the_newest_orders_until_it_is_full() {
+    let (_db, store) = store().await;
+    // Five batches, so the newest are the last batch's.
+    let mut orders = Vec::new();
+    for batch in 0..5 {
+        let chunk: Vec<Order> = (0..4000)
+            .map(|i| example(&format!("b{batch}o{i:04}")))
+            .collect();
+        store.insert(&chunk).await.unwrap();
+        orders.extend(chunk);
+    }
+    let one = order_cache::entry_cost("b0o0000", orders[0].to_json().len());
+    let budget = 3000 * one;
+    let cache = Cache::with_max_bytes(budget);
+
+    let restored = order_cache::restore(&store, &cache).await.unwrap();
+
+    let stats = cache.stats();
+    assert!(stats.bytes <= budget, "{stats:?} over {budget}");
+    assert!((2900..=3000).contains(&cache.len()), "{}", cache.len());
+    // The scan stopped soon after the budget was full, far from the end.
+    assert!(restored.orders < 12_000, "{restored:?}");
+    // Newest first: the newest 2,500 are all there, the oldest not at all.
+    for order in &orders[17_500..] {
+        assert_eq!(
+            cache.snapshot().get(order.order_uid.as_str()),
+            Some(order.to_json())
+        );
+    }
+    assert!(orders[..10_000]
+        .iter()
+        .all(|o| !cache.contains(o.order_uid.as_str())));
+
+    // An order left out is served from PostgreSQL, then from the cache.
+    let api = order_cache::Api::new(
+        cache.clone(),
+        order_cache::Metrics::new(),
+        order_cache::Readiness::new(),
+    )
+    .with_store(store.clone());
+    let routes = order_cache::router(api);
+    let res = warp::test::request()
+        .path("/orders/b0o0001")
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-order-cache"], "store");
+    assert_eq!(res.body(), &orders[1].to_json());
+    let res = warp::test::request()
+        .path("/orders/b0o0001")
+        .reply(&routes)
+        .await;
+    assert_eq!(res.headers()["x-order-cache"], "hit");
+    assert!(cache.stats().bytes <= budget);
+}
