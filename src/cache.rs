@@ -31,7 +31,7 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 144;
 
 /// The memory a cached order costs against a budget: its id and JSON, a
 /// sixth more for the allocator's rounding up to its size classes, and
-/// [`ENTRY_OVERHEAD`].
+/// 144 bytes for the entry, its map node and its queue slots.
 ///
 /// Measured, not derived: `tests/cache_memory.rs` fills caches with orders
 /// of random sizes under mimalloc (the server's allocator) and fails if the

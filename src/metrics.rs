@@ -217,15 +217,7 @@ impl Inner {
 /// (`Rejection::reason`) and `database`. Each series exists from the start,
 /// at 0, so that `increase()` sees the first dead letter of a reason too (a
 /// series born at 1 has no earlier sample to rise from).
-const REJECT_REASONS: [&str; 7] = [
-    "empty",
-    "too_large",
-    "not_utf8",
-    "syntax",
-    "shape",
-    "invalid",
-    "database",
-];
+const REJECT_REASONS: [&str; 7] = crate::ingest::REASONS;
 
 /// Upper bounds, in seconds, of the latency histograms: from a cache hit
 /// (tens of microseconds) to a restore or a query timeout (tens of seconds).

@@ -1,8 +1,10 @@
 //! Restoring the cache from PostgreSQL at start.
 
 use std::ops::ControlFlow;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Instant;
 
+use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::cache::{Cache, Snapshot, RECENT};
@@ -66,91 +68,101 @@ pub async fn restore(store: &Store, cache: &Cache) -> Result<Scanned, StoreError
 /// most.
 const CHUNK: usize = 1024;
 const QUEUED: usize = 4;
+/// Orders read per page, newest first, into a cache with a budget.
+const PAGE: usize = 4096;
 
 /// Every stored order, in one scan.
 async fn restore_all(store: &Store, cache: &Cache) -> Result<Scanned, StoreError> {
-    let (chunks, queue) = std::sync::mpsc::sync_channel::<Vec<Order>>(QUEUED);
-    let builder = tokio::task::spawn_blocking(move || {
-        Snapshot::build(
-            queue
-                .into_iter()
-                .flatten()
-                .map(|order| (order.order_uid.clone(), order.to_json())),
-        )
-    });
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut handover = Handover::start(None);
     let scanned = store
         .scan(|order| {
-            chunk.push(order);
-            if chunk.len() == CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                hand_over(&chunks, full);
-            }
+            handover.push(order);
         })
         .await;
-    hand_over(&chunks, chunk);
-    drop(chunks);
-    let built = joined(builder.await)?;
+    let built = handover.finish().await?;
     let scanned = scanned?;
     cache.merge(built);
     Ok(scanned)
 }
 
-/// Orders read per page, newest first, into a cache with a budget.
-const PAGE: usize = 4096;
-
 /// The most recently stored orders, until the budget is full. The thread
 /// building the snapshot stops taking orders at the first that does not
-/// fit; the scan sees its queue closed and stops too, so what is read and
-/// held stays within the budget and a few chunks.
+/// fit; the scan sees that and stops too, so what is read and held stays
+/// within the budget and a few chunks.
 async fn restore_newest(
     store: &Store,
     cache: &Cache,
     max_bytes: u64,
 ) -> Result<Scanned, StoreError> {
-    let (chunks, queue) = std::sync::mpsc::sync_channel::<Vec<Order>>(QUEUED);
-    let builder = tokio::task::spawn_blocking(move || {
-        let (built, _full) = Snapshot::build_within(
-            max_bytes,
-            queue
-                .into_iter()
-                .flatten()
-                .map(|order| (order.order_uid.clone(), order.to_json())),
-        );
-        built
-    });
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut handover = Handover::start(Some(max_bytes));
     let scanned = store
         .scan_newest(PAGE, |order| {
-            chunk.push(order);
-            if chunk.len() < CHUNK {
-                return ControlFlow::Continue(());
-            }
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-            if hand_over(&chunks, full) {
+            if handover.push(order) {
                 ControlFlow::Continue(())
             } else {
                 ControlFlow::Break(())
             }
         })
         .await;
-    hand_over(&chunks, chunk);
-    drop(chunks);
-    let built = joined(builder.await)?;
+    let built = handover.finish().await?;
     let scanned = scanned?;
     cache.merge(built);
     Ok(scanned)
 }
 
-/// The building thread's snapshot. A panic there is a bug here: surfaced
-/// as if it had happened inline.
-fn joined(built: Result<Snapshot, tokio::task::JoinError>) -> Result<Snapshot, StoreError> {
-    match built {
-        Ok(built) => Ok(built),
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Err(StoreError::Stopped),
-        },
+/// Orders on their way, a chunk at a time, to a blocking thread that
+/// serialises and indexes them into a snapshot (within `max_bytes`, if
+/// given). Nothing is published when the scan fails: the caller merges the
+/// snapshot only then.
+struct Handover {
+    chunks: SyncSender<Vec<Order>>,
+    chunk: Vec<Order>,
+    thread: JoinHandle<Snapshot>,
+}
+
+impl Handover {
+    fn start(max_bytes: Option<u64>) -> Handover {
+        let (chunks, queue) = sync_channel::<Vec<Order>>(QUEUED);
+        let thread = tokio::task::spawn_blocking(move || {
+            let entries = queue
+                .into_iter()
+                .flatten()
+                .map(|order| (order.order_uid.clone(), order.to_json()));
+            match max_bytes {
+                None => Snapshot::build(entries),
+                Some(max_bytes) => Snapshot::build_within(max_bytes, entries).0,
+            }
+        });
+        Handover {
+            chunks,
+            chunk: Vec::with_capacity(CHUNK),
+            thread,
+        }
+    }
+
+    /// Adds an order; `false` once the thread takes no more (its budget is
+    /// full).
+    fn push(&mut self, order: Order) -> bool {
+        self.chunk.push(order);
+        if self.chunk.len() < CHUNK {
+            return true;
+        }
+        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        hand_over(&self.chunks, full)
+    }
+
+    /// The snapshot, once the thread has taken the last chunk. A panic
+    /// there is a bug here: surfaced as if it had happened inline.
+    async fn finish(self) -> Result<Snapshot, StoreError> {
+        hand_over(&self.chunks, self.chunk);
+        drop(self.chunks);
+        match self.thread.await {
+            Ok(built) => Ok(built),
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(StoreError::Stopped),
+            },
+        }
     }
 }
 
@@ -160,7 +172,7 @@ fn joined(built: Result<Snapshot, tokio::task::JoinError>) -> Result<Snapshot, S
 /// move to another worker. A thread that died is reported when joined.
 /// Returns whether the thread still takes orders: one building within a
 /// budget stops when the budget is full.
-fn hand_over(chunks: &std::sync::mpsc::SyncSender<Vec<Order>>, chunk: Vec<Order>) -> bool {
+fn hand_over(chunks: &SyncSender<Vec<Order>>, chunk: Vec<Order>) -> bool {
     if chunk.is_empty() {
         return true;
     }

@@ -507,15 +507,7 @@ async fn read_errors_are_fatal_never_an_empty_answer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn many_letters_are_listed_completely() {
     const LETTERS: u64 = 3_000;
-    const REASONS: [&str; 7] = [
-        "empty",
-        "too_large",
-        "not_utf8",
-        "syntax",
-        "shape",
-        "invalid",
-        "database",
-    ];
+    use order_cache::ingest::REASONS;
     let t = Topology::new().await;
     let seqs = t
         .dead_letters((0..LETTERS).map(|i| {
