@@ -120,13 +120,19 @@ enum Budget {
 }
 
 impl std::str::FromStr for Budget {
-    type Err = order_cache::ByteSizeError;
+    type Err = String;
 
-    fn from_str(s: &str) -> Result<Budget, Self::Err> {
+    fn from_str(s: &str) -> Result<Budget, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Budget::Auto),
             "unlimited" => Ok(Budget::Unlimited),
-            _ => Ok(Budget::Bytes(s.parse::<order_cache::ByteSize>()?.as_u64())),
+            _ => match s.parse::<order_cache::ByteSize>() {
+                Ok(size) if size.as_u64() == 0 => {
+                    Err("0 would cache nothing: give a size, `auto` or `unlimited`".into())
+                }
+                Ok(size) => Ok(Budget::Bytes(size.as_u64())),
+                Err(e) => Err(e.to_string()),
+            },
         }
     }
 }
@@ -138,18 +144,54 @@ impl Budget {
         match self {
             Budget::Bytes(n) => Some(n),
             Budget::Unlimited => None,
-            Budget::Auto => memory_limit().map(|m| m / 2),
+            Budget::Auto => memory_limit().map(auto_budget),
         }
     }
 }
 
-/// The memory this process may use: its cgroup's limit (v2, then v1) when
-/// there is one, else the machine's.
+/// Half of `limit`, but never more than leaves the rest of the process its
+/// 128 MiB and a quarter of the budget (budget × 1.25 + 128 MiB within
+/// `limit`), and at least 16 MiB.
+fn auto_budget(limit: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    (limit / 2)
+        .min(limit.saturating_sub(128 * MIB) / 5 * 4)
+        .max(16 * MIB)
+}
+
+/// The memory this process may use: the tightest limit of its own cgroup
+/// and the cgroups above it (v2, else v1), or the machine's memory.
 fn memory_limit() -> Option<u64> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
-    let cgroup = read("/sys/fs/cgroup/memory.max")
-        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
-        .and_then(|s| s.trim().parse::<u64>().ok());
+    let number = |s: Option<String>| s.and_then(|s| s.trim().parse::<u64>().ok());
+    let mut limits = Vec::new();
+    for line in read("/proc/self/cgroup").unwrap_or_default().lines() {
+        // v2: `0::/path`; v1: `N:memory:/path` (or with other controllers).
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next(), fields.next(), fields.next());
+        let (Some(controllers), Some(mut path)) = (controllers, path) else {
+            continue;
+        };
+        let (root, file) = match controllers {
+            "" => ("/sys/fs/cgroup", "memory.max"),
+            c if c.split(',').any(|c| c == "memory") => {
+                ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+            }
+            _ => continue,
+        };
+        // From the process's cgroup up to the root; "max" (v2) or a huge
+        // number (v1) means no limit there.
+        loop {
+            limits.extend(number(read(
+                &format!("{root}{path}/{file}").replace("//", "/"),
+            )));
+            match path.rfind('/') {
+                Some(0) | None if path == "/" => break,
+                Some(0) | None => path = "/",
+                Some(i) => path = &path[..i],
+            }
+        }
+    }
     let machine = read("/proc/meminfo").and_then(|m| {
         let kib = m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
         kib.trim()
@@ -159,10 +201,30 @@ fn memory_limit() -> Option<u64> {
             .ok()
             .map(|k| k * 1024)
     });
-    match (cgroup, machine) {
-        // v1 says "no limit" with a huge number.
-        (Some(c), Some(m)) => Some(c.min(m)),
-        (c, m) => c.or(m),
+    limits.into_iter().chain(machine).min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_automatic_budget_leaves_room_for_the_process() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(auto_budget(24 << 30), 12 << 30);
+        // A 256 MiB container: 102.4 MiB, so 1.25 × it + 128 MiB fits.
+        let small = auto_budget(256 * MIB);
+        assert!(small * 5 / 4 + 128 * MIB <= 256 * MIB, "{small}");
+        assert_eq!(auto_budget(64 * MIB), 16 * MIB);
+    }
+
+    #[test]
+    fn budgets_are_parsed_and_zero_is_refused() {
+        assert!(matches!("auto".parse(), Ok(Budget::Auto)));
+        assert!(matches!("Unlimited".parse(), Ok(Budget::Unlimited)));
+        assert!(matches!("256MiB".parse(), Ok(Budget::Bytes(268_435_456))));
+        assert!("0".parse::<Budget>().is_err());
+        assert!("lots".parse::<Budget>().is_err());
     }
 }
 

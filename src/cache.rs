@@ -103,6 +103,23 @@ struct Inner {
     /// Whether reads count for eviction: only with a budget, so that the
     /// unlimited cache's hit path is what it always was.
     counts_reads: bool,
+    /// Restores under way ([`Cache::restoring`]): with a budget, orders
+    /// read back meanwhile are served but not admitted, so that the
+    /// snapshot being built and the live cache never hold more than the
+    /// budget between them.
+    restoring: std::sync::atomic::AtomicUsize,
+}
+
+/// While alive, a restore into the cache is under way.
+pub(crate) struct Restoring<'a>(&'a Cache);
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .restoring
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// What a [`Cache`] holds, from its current snapshot.
@@ -272,9 +289,11 @@ impl Snapshot {
         snapshot
     }
 
-    /// Like [`Snapshot::build`], for a cache with a budget of `max_bytes`:
-    /// takes entries, newest first, until the next one would not fit, and
-    /// then stops pulling from `entries`. Returns the snapshot and whether
+    /// Like [`Snapshot::build`], for a cache with a budget of `max_bytes`
+    /// that leaves `room` for the restore: takes entries, newest first,
+    /// until the next one would not fit in `room`, and then stops pulling
+    /// from `entries`. An entry larger than the whole budget is skipped: it
+    /// fits no cache of this size, and says nothing of the room left. Returns the snapshot and whether
     /// it is full (an entry was left out), i.e. whether a restore can stop
     /// reading. The merge evicts what no longer fits beside the orders
     /// cached meanwhile, the oldest restored first.
@@ -284,6 +303,7 @@ impl Snapshot {
     /// [`Snapshot::bytes`] as it goes.
     pub(crate) fn build_within(
         max_bytes: u64,
+        room: u64,
         entries: impl IntoIterator<Item = (OrderUid, Bytes)>,
     ) -> (Snapshot, bool) {
         let mut snapshot = Snapshot {
@@ -291,7 +311,12 @@ impl Snapshot {
             ..Snapshot::default()
         };
         for (uid, bytes) in entries {
-            if snapshot.cost + entry_cost(uid.as_str(), bytes.len()) > max_bytes {
+            let cost = entry_cost(uid.as_str(), bytes.len());
+            if cost > max_bytes {
+                // It would fit no cache this size: not a sign of a full one.
+                continue;
+            }
+            if snapshot.cost + cost > room {
                 return (snapshot, true);
             }
             if let Some(slot) = snapshot.add(&uid, &bytes) {
@@ -437,6 +462,7 @@ impl Cache {
                 current: ArcSwap::from_pointee(empty),
                 writer: Mutex::new(Some(S3Fifo::new(max_bytes))),
                 counts_reads: true,
+                restoring: Default::default(),
             }),
         }
     }
@@ -536,8 +562,28 @@ impl Cache {
     /// cache.set_recent([id("old"), id("not-cached")]);
     /// assert_eq!(cache.snapshot().recent().collect::<Vec<_>>(), ["old"]);
     /// ```
+    ///
+    /// With a budget, orders read back while a restore is under way are not
+    /// admitted: the restore's snapshot gets the room.
     pub fn fill(&self, entries: impl IntoIterator<Item = (OrderUid, Bytes)>) {
+        if self.inner.counts_reads
+            && self
+                .inner
+                .restoring
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+        {
+            return;
+        }
         self.update(entries, false);
+    }
+
+    /// Marks a restore under way until the guard is dropped.
+    pub(crate) fn restoring(&self) -> Restoring<'_> {
+        self.inner
+            .restoring
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Restoring(self)
     }
 
     /// Sets the list of recent ids, newest first, e.g. after a restore. Ids

@@ -94,7 +94,12 @@ async fn restore_newest(
     cache: &Cache,
     max_bytes: u64,
 ) -> Result<Scanned, StoreError> {
-    let mut handover = Handover::start(Some(max_bytes));
+    // Misses answered meanwhile are not admitted (see `Cache::fill`), and
+    // what the cache already holds keeps its room: together, within the
+    // budget.
+    let _restoring = cache.restoring();
+    let room = max_bytes.saturating_sub(cache.stats().bytes);
+    let mut handover = Handover::start(Some((max_bytes, room)));
     let scanned = store
         .scan_newest(PAGE, |order| {
             if handover.push(order) {
@@ -121,16 +126,17 @@ struct Handover {
 }
 
 impl Handover {
-    fn start(max_bytes: Option<u64>) -> Handover {
+    /// `budget`: the cache's budget and the room it leaves for the restore.
+    fn start(budget: Option<(u64, u64)>) -> Handover {
         let (chunks, queue) = sync_channel::<Vec<Order>>(QUEUED);
         let thread = tokio::task::spawn_blocking(move || {
             let entries = queue
                 .into_iter()
                 .flatten()
                 .map(|order| (order.order_uid.clone(), order.to_json()));
-            match max_bytes {
+            match budget {
                 None => Snapshot::build(entries),
-                Some(max_bytes) => Snapshot::build_within(max_bytes, entries).0,
+                Some((max_bytes, room)) => Snapshot::build_within(max_bytes, room, entries).0,
             }
         });
         Handover {

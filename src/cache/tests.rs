@@ -245,7 +245,7 @@ fn a_restore_within_a_budget_stops_reading_when_full_and_keeps_what_was_cached_m
         let id = format!("r{:03}", 99 - i);
         (uid(&id), body(&id, size))
     });
-    let (built, full) = Snapshot::build_within(10 * cost, stored);
+    let (built, full) = Snapshot::build_within(10 * cost, 10 * cost, stored);
     assert!(full);
     assert_eq!(built.len(), 10);
     assert_eq!(pulled, 11, "one entry past the budget is read, no more");
@@ -263,7 +263,7 @@ fn a_restore_within_a_budget_stops_reading_when_full_and_keeps_what_was_cached_m
     );
     assert_eq!(snapshot.evictions(), 1);
 
-    let (_, full) = Snapshot::build_within(10 * cost, [(uid("a"), body("a", size))]);
+    let (_, full) = Snapshot::build_within(10 * cost, 10 * cost, [(uid("a"), body("a", size))]);
     assert!(!full);
 }
 
@@ -381,7 +381,7 @@ proptest! {
                     }
                 }
                 Op::Restore(entries) => {
-                    let (built, _) = Snapshot::build_within(max_bytes, batch(&entries));
+                    let (built, _) = Snapshot::build_within(max_bytes, max_bytes, batch(&entries));
                     prop_assert!(built.bytes() <= max_bytes);
                     cache.merge(built);
                 }

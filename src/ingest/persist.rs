@@ -62,7 +62,16 @@ impl Ingestor {
     async fn cache_committed(&self, orders: &[Order], stored: &Stored) -> HashSet<OrderUid> {
         let ingested = stored.fresh.len();
         self.cache.insert(stored.fresh.iter().cloned());
-        let uncached = self.fill_committed(orders, &stored.committed).await;
+        // What this batch inserted is not read back, cached or not: with a
+        // small budget the batch may have evicted its own first orders,
+        // which PostgreSQL serves on a miss like any other.
+        let inserted: HashSet<&str> = stored.fresh.iter().map(|(uid, _)| uid.as_str()).collect();
+        let earlier: Vec<bool> = orders
+            .iter()
+            .zip(&stored.committed)
+            .map(|(o, c)| *c && !inserted.contains(o.order_uid.as_str()))
+            .collect();
+        let uncached = self.fill_committed(orders, &earlier).await;
         self.metrics.ingested(ingested);
         self.metrics.cache(&self.cache.snapshot());
         let committed = stored.committed.iter().filter(|c| **c).count();
