@@ -419,3 +419,31 @@ proptest! {
         }
     }
 }
+
+/// Review (issue 10): `build_within` stops at the first order that does not
+/// fit (cache.rs:294), so one order costing more than the whole budget,
+/// newest in the store, leaves a restore with an empty cache although every
+/// order after it would fit. The restore's scan then stops too
+/// (restore.rs:130), and the instance starts cold.
+#[test]
+fn a_restore_past_an_order_larger_than_the_budget_still_fills_it() {
+    let size = 200;
+    let cost = entry_cost("r000", size);
+    let budget = 10 * cost;
+    // Newest first: one small order, one too large for the budget, then
+    // plenty of small ones.
+    let mut stored = vec![(uid("r100"), body("r100", size))];
+    stored.push((uid("huge"), body("huge", 20 * size)));
+    stored.extend((0..100).map(|i| {
+        let id = format!("r{:03}", 99 - i);
+        (uid(&id), body(&id, size))
+    }));
+
+    let (built, _) = Snapshot::build_within(budget, stored);
+
+    assert!(
+        built.len() >= 9,
+        "the budget holds 10 orders but the restore kept {}",
+        built.len()
+    );
+}
