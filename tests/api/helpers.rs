@@ -210,6 +210,15 @@ pub struct TestApp {
 
 /// Starts the service on port 0 against `db` and `streams`.
 pub async fn spawn_app(db: &TestDb, streams: &TestStreams) -> TestApp {
+    spawn_app_with(db, streams, |_| {}).await
+}
+
+/// Like [`spawn_app`], with `configure` applied to the service's config.
+pub async fn spawn_app_with(
+    db: &TestDb,
+    streams: &TestStreams,
+    configure: impl FnOnce(&mut AppConfig),
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -217,6 +226,7 @@ pub async fn spawn_app(db: &TestDb, streams: &TestStreams) -> TestApp {
     let mut config = AppConfig::new(db.url.clone(), streams.nats_url.clone());
     config.ingest = streams.config.clone();
     config.startup_timeout = Duration::from_secs(10);
+    configure(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app::run(listener, config, async {
         let _ = stopped.await;

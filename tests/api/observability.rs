@@ -231,3 +231,38 @@ fn metric_names_are_found_whole_and_only_where_they_start() {
     let names: Vec<String> = exported(text).into_iter().collect();
     assert_eq!(names, ["a_b", "order_cache_ready"]);
 }
+
+/// Review (issue 10): a batch costing more than the small queue's tenth of
+/// the budget evicts its own first orders as it is inserted (policy.rs:83),
+/// and `fill_committed` (persist.rs:108) then finds them "committed but not
+/// cached" and reads every one back from PostgreSQL, only for `fill` to
+/// evict them again. With a 64 KiB budget (or `CACHE_MAX_BYTES=0`, where
+/// nothing fits) ingest pays a second query per batch for orders it has in
+/// hand, and no lookup ever asked for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_into_a_small_budget_reads_nothing_back_from_postgresql() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let app = crate::helpers::spawn_app_with(&db, &streams, |config| {
+        config.cache_max_bytes = Some(64 << 10);
+    })
+    .await;
+    let gets = r#"order_cache_store_query_seconds_count{query="get"}"#;
+    let before = sample(&scrape(&app).await, gets);
+
+    let prefix = unique("small");
+    let uids: Vec<String> = (0..300).map(|i| format!("{prefix}-{i}")).collect();
+    publish_orders(&app.js, &app.ingest.subject, &uids).await;
+    let ingested = eventually(Duration::from_secs(30), "orders ingested", || async {
+        let text = scrape(&app).await;
+        (metric(&text, "order_cache_orders_ingested_total") == Some(300.0)).then_some(text)
+    })
+    .await;
+
+    assert_eq!(
+        sample(&ingested, gets) - before,
+        0.0,
+        "no lookup was made, yet ingest read orders back"
+    );
+    app.stop().await.expect("clean stop");
+}
