@@ -439,7 +439,7 @@ fn a_restore_past_an_order_larger_than_the_budget_still_fills_it() {
         (uid(&id), body(&id, size))
     }));
 
-    let (built, _) = Snapshot::build_within(budget, stored);
+    let (built, _) = Snapshot::build_within(budget, budget, stored);
 
     assert!(
         built.len() >= 9,
