@@ -48,37 +48,7 @@ fn cache(c: &mut Criterion) {
         .map(|i| format!("o{:07}", i * 977 % CACHED))
         .collect();
     let mut g = c.benchmark_group("cache");
-    g.throughput(Throughput::Elements(1));
-    let mut i = 0;
-    g.bench_function("lookup hit at 1M", |b| {
-        b.iter(|| {
-            i = (i + 1) % ids.len();
-            cache.get(&ids[i]).expect("hit")
-        })
-    });
-    g.bench_function("lookup miss at 1M", |b| b.iter(|| cache.get("nope")));
-
-    let body = Bytes::from(order_bytes("x"));
-    let mut next = CACHED;
-    g.throughput(Throughput::Elements(1000));
-    g.bench_function("insert batch of 1000 at 1M", |b| {
-        b.iter_batched(
-            || {
-                let batch: Vec<(OrderUid, Bytes)> = (next..next + 1000)
-                    .map(|i| {
-                        (
-                            OrderUid::parse(&format!("n{i:08}")).expect("id"),
-                            body.clone(),
-                        )
-                    })
-                    .collect();
-                next += 1000;
-                batch
-            },
-            |batch| cache.insert(batch),
-            BatchSize::SmallInput,
-        )
-    });
+    lookups_and_inserts(&mut g, &cache, &ids, "at 1M", "insert batch of 1000 at 1M");
     g.finish();
 }
 
@@ -95,23 +65,40 @@ fn bounded_cache(c: &mut Criterion) {
     let stats = cache.stats();
     assert!(stats.evictions > 0);
     let mut g = c.benchmark_group("bounded cache");
+    lookups_and_inserts(
+        &mut g,
+        &cache,
+        &held,
+        &format!("at 256 MiB ({} orders)", stats.entries),
+        "insert batch of 1000 evicting 1000 at 256 MiB",
+    );
+    g.finish();
+}
+
+/// Hits on `ids` (all cached), misses, and batches of 1,000 new orders.
+fn lookups_and_inserts(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    cache: &Cache,
+    ids: &[String],
+    at: &str,
+    insert: &str,
+) {
     g.throughput(Throughput::Elements(1));
     let mut i = 0;
-    g.bench_function(
-        format!("lookup hit at 256 MiB ({} orders)", stats.entries),
-        |b| {
-            b.iter(|| {
-                i = (i + 1) % held.len();
-                cache.get(&held[i]).expect("hit")
-            })
-        },
-    );
-    g.bench_function("lookup miss at 256 MiB", |b| b.iter(|| cache.get("nope")));
+    g.bench_function(format!("lookup hit {at}"), |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            cache.get(&ids[i]).expect("hit")
+        })
+    });
+    g.bench_function(format!("lookup miss {at}"), |b| {
+        b.iter(|| cache.get("nope"))
+    });
 
     let body = Bytes::from(order_bytes("x"));
     let mut next = CACHED;
     g.throughput(Throughput::Elements(1000));
-    g.bench_function("insert batch of 1000 evicting 1000 at 256 MiB", |b| {
+    g.bench_function(insert, |b| {
         b.iter_batched(
             || {
                 let batch: Vec<(OrderUid, Bytes)> = (next..next + 1000)
@@ -129,7 +116,6 @@ fn bounded_cache(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    g.finish();
 }
 
 fn http(c: &mut Criterion) {
