@@ -8,7 +8,9 @@
 //! NATS, applies the migrations and sets up the streams, and hands back a
 //! [`Service`] whose [`routes`](Service::routes) a host mounts beside its
 //! own and whose [`run`](Service::run) restores the cache and consumes
-//! orders. Nothing is spawned behind the host's back.
+//! orders. No builder method spawns a task: the service runs in `run`,
+//! and the routes start one task, for cache misses, on the runtime that
+//! serves the first miss.
 //!
 //! ```no_run
 //! use order_cache::prometheus_client::registry::Registry;
