@@ -13,8 +13,8 @@ use async_nats::jetstream;
 use order_cache::NatsUrl;
 
 use crate::helpers::{
-    assert_all_served, count_at, eventually, example_order, is_cache_hit, metric, poll, unique,
-    TestDb, TestStreams,
+    assert_all_served, assert_exactly_once, count_at, eventually, example_order, is_cache_hit,
+    metric, poll, unique, TestDb, TestStreams,
 };
 use crate::services::{temp_dir, OwnNatsCluster, OwnPostgres, OwnPostgresPair, ServerProcess};
 
@@ -203,19 +203,6 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Every published order stored exactly once, with its child rows.
-async fn assert_exactly_once(db_url: &str, n: usize) {
-    for sql in [
-        "SELECT count(*) AS n FROM orders",
-        "SELECT count(DISTINCT order_uid) AS n FROM orders",
-        "SELECT count(*) AS n FROM items",
-        "SELECT count(*) AS n FROM payments",
-        "SELECT count(*) AS n FROM deliveries",
-    ] {
-        assert_eq!(count_at(db_url, sql).await, Ok(n as i64), "{sql}");
     }
 }
 

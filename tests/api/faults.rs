@@ -75,19 +75,7 @@ impl Rig {
 
     /// Every published order stored exactly once, with its one item.
     async fn assert_exactly_once(&self, n: usize) {
-        for sql in [
-            "SELECT count(*) AS n FROM orders",
-            "SELECT count(DISTINCT order_uid) AS n FROM orders",
-            "SELECT count(*) AS n FROM items",
-            "SELECT count(*) AS n FROM payments",
-            "SELECT count(*) AS n FROM deliveries",
-        ] {
-            assert_eq!(
-                count_at(&self.db_url, sql).await.unwrap(),
-                n as i64,
-                "{sql}"
-            );
-        }
+        crate::helpers::assert_exactly_once(&self.db_url, n).await;
     }
 }
 

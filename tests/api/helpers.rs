@@ -264,6 +264,16 @@ impl TestApp {
         if let Some(id) = msg_id {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         }
+        self.publish_with_headers(headers, payload).await;
+    }
+
+    /// Publishes a payload with these headers and waits for JetStream to
+    /// store it.
+    pub async fn publish_with_headers(
+        &self,
+        headers: async_nats::HeaderMap,
+        payload: impl Into<Bytes>,
+    ) {
         self.js
             .publish_with_headers(self.ingest.subject.clone(), headers, payload.into())
             .await
@@ -766,4 +776,17 @@ fn set_at_sets_and_adds_by_json_pointer_and_remove_at_removes() {
 #[should_panic(expected = "no object or array to set /itmes/0/brand in")]
 fn set_at_refuses_a_path_whose_parent_is_missing() {
     set_at(&mut example_order("x"), "/itmes/0/brand", "b".into());
+}
+
+/// Every published order stored exactly once, with its child rows (one item each).
+pub async fn assert_exactly_once(db_url: &str, n: usize) {
+    for sql in [
+        "SELECT count(*) AS n FROM orders",
+        "SELECT count(DISTINCT order_uid) AS n FROM orders",
+        "SELECT count(*) AS n FROM items",
+        "SELECT count(*) AS n FROM payments",
+        "SELECT count(*) AS n FROM deliveries",
+    ] {
+        assert_eq!(count_at(db_url, sql).await, Ok(n as i64), "{sql}");
+    }
 }

@@ -70,12 +70,7 @@ async fn publish(app: &TestApp, payload: impl Into<Bytes>, trace: &[(&str, &str)
     for (name, value) in trace {
         headers.insert(*name, *value);
     }
-    app.js
-        .publish_with_headers(app.ingest.subject.clone(), headers, payload.into())
-        .await
-        .expect("publish")
-        .await
-        .expect("publish ack");
+    app.publish_with_headers(headers, payload).await;
 }
 
 fn order_bytes(uid: &str) -> Vec<u8> {
