@@ -169,7 +169,7 @@ fn memory_limit() -> Option<u64> {
         // v2: `0::/path`; v1: `N:memory:/path` (or with other controllers).
         let mut fields = line.splitn(3, ':');
         let (_, controllers, path) = (fields.next(), fields.next(), fields.next());
-        let (Some(controllers), Some(mut path)) = (controllers, path) else {
+        let (Some(controllers), Some(path)) = (controllers, path) else {
             continue;
         };
         let (root, file) = match controllers {
@@ -181,15 +181,11 @@ fn memory_limit() -> Option<u64> {
         };
         // From the process's cgroup up to the root; "max" (v2) or a huge
         // number (v1) means no limit there.
-        loop {
-            limits.extend(number(read(
-                &format!("{root}{path}/{file}").replace("//", "/"),
-            )));
-            match path.rfind('/') {
-                Some(0) | None if path == "/" => break,
-                Some(0) | None => path = "/",
-                Some(i) => path = &path[..i],
-            }
+        for dir in std::path::Path::new(path).ancestors() {
+            let file = std::path::Path::new(root)
+                .join(dir.strip_prefix("/").unwrap_or(dir))
+                .join(file);
+            limits.extend(number(std::fs::read_to_string(file).ok()));
         }
     }
     let machine = read("/proc/meminfo").and_then(|m| {
