@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use order_cache::trace::Tracer;
-use order_cache::{app, server, AppConfig, IngestConfig, Report, ServerConfig, StoreConfig};
+use order_cache::{
+    app, server, AppConfig, Compression, IngestConfig, Report, ServerConfig, StoreConfig,
+};
 
 // The ingest path allocates and frees many large, short-lived buffers (one
 // bind array per column per batch); glibc's allocator spent about 40% of the
@@ -79,6 +81,11 @@ struct Settings {
     /// served from PostgreSQL.
     #[arg(long, env = "CACHE_MAX_BYTES", default_value = "auto")]
     cache_max_bytes: Budget,
+    /// How the cache keeps orders: `zstd` (compressed with a dictionary
+    /// trained on the first 10,000 orders: about half the memory per order
+    /// or less, and 1-2 µs per read to decompress) or `none` (as JSON).
+    #[arg(long, env = "CACHE_COMPRESSION", default_value = "zstd")]
+    cache_compression: Compression,
     /// Threads serving HTTP and ingesting (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -249,10 +256,13 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             max_connections: usize::try_from(s.http_max_connections).unwrap_or(usize::MAX),
         },
         cache_max_bytes: s.cache_max_bytes.bytes(),
+        cache_compression: s.cache_compression,
     };
     match config.cache_max_bytes {
-        Some(max) => tracing::info!(cache_max_bytes = max, "cache budget"),
-        None => tracing::info!("cache budget: unlimited"),
+        Some(max) => {
+            tracing::info!(cache_max_bytes = max, compression = %config.cache_compression, "cache budget")
+        }
+        None => tracing::info!(compression = %config.cache_compression, "cache budget: unlimited"),
     }
     // Each HTTP connection is a descriptor: the inherited soft limit (often
     // 1,024) would cap the server far below max_connections.

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use warp::{Filter, Rejection, Reply};
 
 use crate::backoff::retry_until;
-use crate::cache::Cache;
+use crate::cache::{Cache, Compression};
 use crate::health::Readiness;
 use crate::http::{router, routes, Api};
 use crate::ingest::{IngestConfig, IngestError, Ingestor};
@@ -70,6 +70,11 @@ pub struct AppConfig {
     /// default) caches every order. Ignored when the builder is given a
     /// cache.
     pub cache_max_bytes: Option<u64>,
+    /// How the cache keeps bodies ([`Compression`]): `None` (the default)
+    /// as JSON; `Zstd` packed, for a fifth to a half of the memory an
+    /// order costs and 1-2 µs per read. Ignored when the builder is given
+    /// a cache.
+    pub cache_compression: Compression,
 }
 
 impl AppConfig {
@@ -83,6 +88,7 @@ impl AppConfig {
             shutdown_timeout: Duration::from_secs(10),
             http: ServerConfig::default(),
             cache_max_bytes: None,
+            cache_compression: Compression::None,
         }
     }
 }
@@ -97,6 +103,7 @@ impl std::fmt::Debug for AppConfig {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("http", &self.http)
             .field("cache_max_bytes", &self.cache_max_bytes)
+            .field("cache_compression", &self.cache_compression)
             .finish()
     }
 }
@@ -188,9 +195,11 @@ impl ServiceBuilder {
             });
         }
         let metrics = self.metrics.unwrap_or_default();
-        let cache = self.cache.unwrap_or_else(|| match config.cache_max_bytes {
-            Some(max_bytes) => Cache::with_max_bytes(max_bytes),
-            None => Cache::new(),
+        let cache = self.cache.unwrap_or_else(|| {
+            Cache::builder()
+                .max_bytes(config.cache_max_bytes)
+                .compression(config.cache_compression)
+                .build()
         });
         let store = Store::new(config.store.clone())?.with_metrics(metrics.clone());
         retry_until(deadline, START_RETRY, "PostgreSQL", || store.ping())

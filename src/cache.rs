@@ -6,16 +6,18 @@
 //! for, chosen by S3-FIFO (the `policy` module), so that its memory stays
 //! within the budget whatever the number of orders.
 
+mod compact;
 mod policy;
 mod size;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::model::{Order, OrderUid};
+use compact::Codec;
 use policy::S3Fifo;
 pub use size::{ByteSize, ByteSizeError};
 
@@ -27,7 +29,13 @@ pub(crate) const RECENT: usize = 20;
 /// (reference counts, pointer, lengths, read count), its share of the
 /// persistent map's nodes, and with a budget its slot in the eviction and
 /// ghost queues.
-pub(crate) const ENTRY_OVERHEAD: u64 = 144;
+pub(crate) const ENTRY_OVERHEAD: u64 = 152;
+
+/// What a packed entry costs beyond a plain entry of the same size: small
+/// frames of many sizes leave more of the allocator's pages part-used as
+/// they come and go. Measured, as [`ENTRY_OVERHEAD`] is, by
+/// `tests/cache_memory.rs`.
+const PACKED_OVERHEAD: u64 = 48;
 
 /// The memory a cached order costs against a budget: its id and JSON, a
 /// sixth more for the allocator's rounding up to its size classes, and
@@ -51,7 +59,7 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 144;
 ///
 /// // The id and JSON, a sixth more for the allocator, and the entry's
 /// // fixed share of map and queue nodes.
-/// assert_eq!(entry_cost("order-1", 593), 600 + 100 + 144);
+/// assert_eq!(entry_cost("order-1", 593), 600 + 100 + 152);
 /// ```
 pub fn entry_cost(uid: &str, json_len: usize) -> u64 {
     cost_of(uid.len() + json_len)
@@ -88,14 +96,24 @@ fn cost_of(data_len: usize) -> u64 {
 /// let body = cache.get("b563feb7b2b84b6test").unwrap();
 /// assert_eq!(serde_json::from_slice::<Order>(&body).unwrap(), order);
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache::new()
+    }
+}
+
 struct Inner {
     current: ArcSwap<Snapshot>,
+    compression: Compression,
+    /// Orders to gather before a dictionary is trained on them.
+    train_after: usize,
+    /// Set once a dictionary is being (or was) trained: one per cache.
+    training: AtomicBool,
     // Serialises writers so that none of them redoes work after losing a
     // compare-and-swap race; readers never touch it. With a budget, it
     // guards the eviction queues, which only writers use.
@@ -107,7 +125,7 @@ struct Inner {
     /// read back meanwhile are served but not admitted, so that the
     /// snapshot being built and the live cache never hold more than the
     /// budget between them.
-    restoring: std::sync::atomic::AtomicUsize,
+    restoring: AtomicUsize,
 }
 
 /// While alive, a restore into the cache is under way.
@@ -115,10 +133,7 @@ pub(crate) struct Restoring<'a>(&'a Cache);
 
 impl Drop for Restoring<'_> {
     fn drop(&mut self) {
-        self.0
-            .inner
-            .restoring
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.inner.restoring.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -136,6 +151,129 @@ pub struct CacheStats {
     pub max_bytes: Option<u64>,
     /// Orders evicted since the cache was made.
     pub evictions: u64,
+    /// Whether the cache has trained its dictionary
+    /// ([`Compression::Zstd`]): orders cached since are kept packed.
+    pub dictionary: bool,
+}
+
+/// How a [`Cache`] keeps its orders' bodies.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::Compression;
+///
+/// assert_eq!("zstd".parse::<Compression>(), Ok(Compression::Zstd));
+/// assert_eq!(Compression::None.to_string(), "none");
+/// assert!("gzip".parse::<Compression>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compression {
+    /// As the JSON it is served as: no work per read.
+    #[default]
+    None,
+    /// As zstd frames against a dictionary trained on the cache's first
+    /// orders ([`CacheBuilder::train_after`]): about a fifth of the JSON on
+    /// the orders of `bench/generate_varied.sql`, for about 1-2 µs of
+    /// decompression per read. Orders cached before the dictionary exists
+    /// stay as JSON.
+    Zstd,
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+        })
+    }
+}
+
+/// A text that names no [`Compression`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown compression {0:?}: expected \"none\" or \"zstd\"")]
+pub struct CompressionError(String);
+
+impl std::str::FromStr for Compression {
+    type Err = CompressionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Compression::None),
+            "zstd" => Ok(Compression::Zstd),
+            _ => Err(CompressionError(s.to_owned())),
+        }
+    }
+}
+
+/// Orders a cache gathers before it trains its dictionary, by default.
+pub const TRAIN_AFTER: usize = 10_000;
+
+/// Sets up a [`Cache`]: its budget and how it keeps bodies.
+///
+/// # Examples
+///
+/// ```
+/// use order_cache::{Cache, Compression};
+///
+/// let cache = Cache::builder()
+///     .max_bytes(Some(256 << 20))
+///     .compression(Compression::Zstd)
+///     .build();
+/// assert_eq!(cache.max_bytes(), Some(256 << 20));
+/// assert_eq!(cache.compression(), Compression::Zstd);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CacheBuilder {
+    max_bytes: Option<u64>,
+    compression: Compression,
+    train_after: usize,
+}
+
+impl CacheBuilder {
+    /// The byte budget (see [`Cache::with_max_bytes`]); `None`, the
+    /// default, keeps every order.
+    pub fn max_bytes(mut self, max_bytes: Option<u64>) -> CacheBuilder {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// How bodies are kept; [`Compression::None`] by default.
+    pub fn compression(mut self, compression: Compression) -> CacheBuilder {
+        self.compression = compression;
+        self
+    }
+
+    /// With [`Compression::Zstd`], how many orders to gather before the
+    /// dictionary is trained on them ([`TRAIN_AFTER`] by default): a
+    /// restore that reads as many trains it on them before it packs any; a
+    /// cache filled by ingest trains it on a thread of its own once it
+    /// holds as many. Fewer than 64 are taken as 64.
+    pub fn train_after(mut self, orders: usize) -> CacheBuilder {
+        self.train_after = orders.max(compact::MIN_SAMPLES);
+        self
+    }
+
+    /// The empty cache.
+    pub fn build(self) -> Cache {
+        let empty = Snapshot {
+            max_bytes: self.max_bytes,
+            ..Snapshot::default()
+        };
+        Cache {
+            inner: Arc::new(Inner {
+                current: ArcSwap::from_pointee(empty),
+                compression: self.compression,
+                train_after: self.train_after,
+                training: AtomicBool::new(false),
+                writer: Mutex::new(self.max_bytes.map(S3Fifo::new)),
+                counts_reads: self.max_bytes.is_some(),
+                restoring: AtomicUsize::new(0),
+            }),
+        }
+    }
 }
 
 /// One immutable state of the [`Cache`].
@@ -174,6 +312,10 @@ pub struct Snapshot {
     max_bytes: Option<u64>,
     /// Orders evicted since the cache was made.
     evictions: u64,
+    /// The dictionary new entries are packed with, once trained. Entries
+    /// keep the one that packed them; while there is none, every entry is
+    /// plain JSON.
+    codec: Option<Arc<Codec>>,
     /// The entries of a snapshot built aside within a budget, in the order
     /// they came (newest first), for the eviction queues at the merge;
     /// empty in published snapshots.
@@ -191,7 +333,11 @@ struct Entry {
     // `[u8]` (whose hash has a length prefix, so a lookup took ~10% more
     // instructions) or through a UTF-8 check per comparison.
     uid: Box<str>,
-    json: Box<[u8]>,
+    /// The JSON, or the frame `codec` packed it into.
+    body: Box<[u8]>,
+    codec: Option<Arc<Codec>>,
+    /// The JSON's length, when packed.
+    json_len: u32,
     /// Reads since the entry was admitted or last passed by the eviction
     /// policy, up to [`MAX_FREQUENCY`]; only counted with a budget.
     frequency: AtomicU8,
@@ -202,10 +348,22 @@ struct Entry {
 const MAX_FREQUENCY: u8 = 3;
 
 impl Entry {
-    fn new(uid: &OrderUid, json: &[u8]) -> Entry {
+    /// The entry of `json`, packed by `codec` if given and if that makes it
+    /// smaller.
+    fn new(uid: &OrderUid, json: &[u8], codec: Option<&Arc<Codec>>) -> Entry {
+        let packed = codec.and_then(|codec| {
+            let json_len = u32::try_from(json.len()).ok()?;
+            Some((codec.pack(json)?, codec.clone(), json_len))
+        });
+        let (body, codec, json_len) = match packed {
+            Some((frame, codec, json_len)) => (frame, Some(codec), json_len),
+            None => (json.into(), None, 0),
+        };
         Entry {
             uid: uid.as_str().into(),
-            json: json.into(),
+            body,
+            codec,
+            json_len,
             frequency: AtomicU8::new(0),
         }
     }
@@ -214,13 +372,38 @@ impl Entry {
         &self.uid
     }
 
-    fn json(&self) -> &[u8] {
-        &self.json
+    /// The length of the JSON served for the entry.
+    fn json_len(&self) -> usize {
+        match self.codec {
+            Some(_) => self.json_len as usize,
+            None => self.body.len(),
+        }
     }
 
-    /// What the entry costs against a budget.
+    /// What the entry costs against a budget: what it keeps, packed or not.
     fn cost(&self) -> u64 {
-        cost_of(self.uid.len() + self.json.len())
+        let cost = cost_of(self.uid.len() + self.body.len());
+        match self.codec {
+            None => cost,
+            Some(_) => cost + PACKED_OVERHEAD,
+        }
+    }
+
+    /// The response bytes: the cached allocation itself for plain JSON, a
+    /// fresh one for a packed entry. `None` only if a frame does not
+    /// decompress, which would be a bug here; it is logged, and the order
+    /// is then read as a miss.
+    fn json(entry: &Arc<Entry>) -> Option<Bytes> {
+        match &entry.codec {
+            None => Some(Bytes::from_owner(Json(entry.clone()))),
+            Some(codec) => {
+                let json = codec.unpack(&entry.body, entry.json_len as usize);
+                if json.is_none() {
+                    tracing::error!(order_uid = %entry.uid, "a cached order's frame does not decompress");
+                }
+                json.map(Bytes::from)
+            }
+        }
     }
 
     /// Counts a read. A relaxed load, and a store only below the cap: a hot
@@ -268,12 +451,25 @@ impl std::borrow::Borrow<str> for Slot {
     }
 }
 
+/// Orders read ahead to train a dictionary on, then the rest.
+pub(crate) type ReadAhead<I> = std::iter::Chain<std::vec::IntoIter<(OrderUid, Bytes)>, I>;
+
+/// An entry's body, to train a dictionary on.
+struct Sample(Arc<Entry>);
+
+impl AsRef<[u8]> for Sample {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.body
+    }
+}
+
 /// Lets a response body share the cached allocation instead of copying it.
 struct Json(Arc<Entry>);
 
 impl AsRef<[u8]> for Json {
     fn as_ref(&self) -> &[u8] {
-        self.0.json()
+        // Only plain entries are handed out this way.
+        &self.0.body
     }
 }
 
@@ -281,8 +477,15 @@ impl Snapshot {
     /// A snapshot of these entries alone, built without the writer lock and
     /// in place (no other snapshot shares its nodes, so nothing is copied);
     /// publish it with [`Cache::merge`]. The first bytes of an id win.
-    pub(crate) fn build(entries: impl IntoIterator<Item = (OrderUid, Bytes)>) -> Snapshot {
-        let mut snapshot = Snapshot::default();
+    /// Entries are packed by `codec`, if given.
+    pub(crate) fn build(
+        codec: Option<Arc<Codec>>,
+        entries: impl IntoIterator<Item = (OrderUid, Bytes)>,
+    ) -> Snapshot {
+        let mut snapshot = Snapshot {
+            codec,
+            ..Snapshot::default()
+        };
         for (uid, bytes) in entries {
             snapshot.add(&uid, &bytes);
         }
@@ -304,14 +507,20 @@ impl Snapshot {
     pub(crate) fn build_within(
         max_bytes: u64,
         room: u64,
+        codec: Option<Arc<Codec>>,
         entries: impl IntoIterator<Item = (OrderUid, Bytes)>,
     ) -> (Snapshot, bool) {
         let mut snapshot = Snapshot {
             max_bytes: Some(max_bytes),
+            codec,
             ..Snapshot::default()
         };
         for (uid, bytes) in entries {
-            let cost = entry_cost(uid.as_str(), bytes.len());
+            if snapshot.orders.contains_key(uid.as_str()) {
+                continue;
+            }
+            let entry = Entry::new(&uid, &bytes, snapshot.codec.as_ref());
+            let cost = entry.cost();
             if cost > max_bytes {
                 // It would fit no cache this size: not a sign of a full one.
                 continue;
@@ -319,29 +528,34 @@ impl Snapshot {
             if snapshot.cost + cost > room {
                 return (snapshot, true);
             }
-            if let Some(slot) = snapshot.add(&uid, &bytes) {
-                snapshot.arrival.push(slot);
-            }
+            let slot = snapshot.add_entry(entry);
+            snapshot.arrival.push(slot);
         }
         (snapshot, false)
     }
 
-    /// Adds an entry unless the id is present; returns it when added.
+    /// Adds an entry, packed with the snapshot's dictionary if it has one,
+    /// unless the id is present; returns it when added.
     fn add(&mut self, uid: &OrderUid, json: &[u8]) -> Option<Slot> {
         if self.orders.contains_key(uid.as_str()) {
             return None;
         }
-        let slot = Slot(Arc::new(Entry::new(uid, json)));
-        self.bytes += json.len();
+        Some(self.add_entry(Entry::new(uid, json, self.codec.as_ref())))
+    }
+
+    /// Adds an entry whose id is not present.
+    fn add_entry(&mut self, entry: Entry) -> Slot {
+        let slot = Slot(Arc::new(entry));
+        self.bytes += slot.0.json_len();
         self.cost += slot.0.cost();
         self.orders.insert(slot.clone(), ());
-        Some(slot)
+        slot
     }
 
     /// Removes an entry the eviction policy gave up.
     fn evict(&mut self, entry: &Entry) {
         if self.orders.remove(entry.uid()).is_some() {
-            self.bytes -= entry.json().len();
+            self.bytes -= entry.json_len();
             self.cost -= entry.cost();
             self.evictions += 1;
         }
@@ -352,11 +566,11 @@ impl Snapshot {
     }
 
     /// The response bytes of the order with this id. The bytes share the
-    /// cache's memory; nothing is copied. Unlike [`Cache::get`], this is
+    /// cache's memory (nothing is copied) unless the order is kept
+    /// compressed ([`Compression::Zstd`]). Unlike [`Cache::get`], this is
     /// not counted as a read by the eviction policy.
     pub fn get(&self, uid: &str) -> Option<Bytes> {
-        self.slot(uid)
-            .map(|slot| Bytes::from_owner(Json(slot.0.clone())))
+        Entry::json(&self.slot(uid)?.0)
     }
 
     /// How many orders the snapshot holds.
@@ -404,6 +618,7 @@ impl Snapshot {
             bytes: self.cost,
             max_bytes: self.max_bytes,
             evictions: self.evictions,
+            dictionary: self.codec.is_some(),
         }
     }
 }
@@ -419,7 +634,16 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     /// An empty cache without a budget: it keeps every order it is given.
     pub fn new() -> Cache {
-        Cache::default()
+        Cache::builder().build()
+    }
+
+    /// Sets up a cache with a budget, compression, or both.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder {
+            max_bytes: None,
+            compression: Compression::None,
+            train_after: TRAIN_AFTER,
+        }
     }
 
     /// An empty cache whose orders never cost more than `max_bytes` (as
@@ -453,18 +677,12 @@ impl Cache {
     /// assert!(cache.get("o1").is_none());
     /// ```
     pub fn with_max_bytes(max_bytes: u64) -> Cache {
-        let empty = Snapshot {
-            max_bytes: Some(max_bytes),
-            ..Snapshot::default()
-        };
-        Cache {
-            inner: Arc::new(Inner {
-                current: ArcSwap::from_pointee(empty),
-                writer: Mutex::new(Some(S3Fifo::new(max_bytes))),
-                counts_reads: true,
-                restoring: Default::default(),
-            }),
-        }
+        Cache::builder().max_bytes(Some(max_bytes)).build()
+    }
+
+    /// How the cache keeps bodies.
+    pub fn compression(&self) -> Compression {
+        self.inner.compression
     }
 
     /// The byte budget, if the cache has one.
@@ -492,7 +710,7 @@ impl Cache {
         if self.inner.counts_reads {
             slot.0.touch();
         }
-        Some(Bytes::from_owner(Json(slot.0.clone())))
+        Entry::json(&slot.0)
     }
 
     /// Whether the order with this id is cached, without counting a read:
@@ -566,13 +784,7 @@ impl Cache {
     /// With a budget, orders read back while a restore is under way are not
     /// admitted: the restore's snapshot gets the room.
     pub fn fill(&self, entries: impl IntoIterator<Item = (OrderUid, Bytes)>) {
-        if self.inner.counts_reads
-            && self
-                .inner
-                .restoring
-                .load(std::sync::atomic::Ordering::SeqCst)
-                > 0
-        {
+        if self.inner.counts_reads && self.inner.restoring.load(Ordering::SeqCst) > 0 {
             return;
         }
         self.update(entries, false);
@@ -580,9 +792,7 @@ impl Cache {
 
     /// Marks a restore under way until the guard is dropped.
     pub(crate) fn restoring(&self) -> Restoring<'_> {
-        self.inner
-            .restoring
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.restoring.fetch_add(1, Ordering::SeqCst);
         Restoring(self)
     }
 
@@ -627,8 +837,89 @@ impl Cache {
         }
         next.recent.truncate(RECENT);
         if changed {
-            self.inner.current.store(Arc::new(next));
+            let next = Arc::new(next);
+            self.inner.current.store(next.clone());
+            self.train_when_due(&next);
         }
+    }
+
+    /// With [`Compression::Zstd`] and no dictionary yet, once the cache
+    /// holds enough orders: trains one on them, on a thread of its own (a
+    /// second or so of CPU, which must not hold up a writer or the
+    /// runtime's worker), and packs the orders cached after it. Once per
+    /// cache: a failed training is logged and not tried again.
+    fn train_when_due(&self, current: &Snapshot) {
+        if self.inner.compression != Compression::Zstd
+            || current.codec.is_some()
+            || current.len() < self.inner.train_after
+            || self.inner.training.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let samples: Vec<Sample> = current
+            .orders
+            .keys()
+            .take(self.inner.train_after)
+            .map(|slot| Sample(slot.0.clone()))
+            .collect();
+        let cache = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("order-cache-dictionary".into())
+            .spawn(move || cache.train(&samples));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start training the cache's dictionary");
+            self.inner.training.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Trains a dictionary on `samples` and makes it the one new entries
+    /// are packed with; the dictionary in place if one is already.
+    fn train<S: AsRef<[u8]>>(&self, samples: &[S]) -> Option<Arc<Codec>> {
+        let started = std::time::Instant::now();
+        let Some(codec) = Codec::train(samples) else {
+            tracing::warn!(
+                samples = samples.len(),
+                "no dictionary could be trained: the cache keeps orders as JSON"
+            );
+            return None;
+        };
+        tracing::info!(samples = samples.len(), took = ?started.elapsed(), "trained the cache's dictionary");
+        let _writer = self.lock_writer();
+        let current = self.inner.current.load_full();
+        if let Some(codec) = &current.codec {
+            return Some(codec.clone());
+        }
+        let codec = Arc::new(codec);
+        let mut next = Snapshot::clone(&current);
+        next.codec = Some(codec.clone());
+        self.inner.current.store(Arc::new(next));
+        Some(codec)
+    }
+
+    /// The dictionary a restore packs its orders with, and the orders, as
+    /// given: the cache's own; or, with [`Compression::Zstd`] and none yet,
+    /// one trained on the first orders of the restore (read ahead, and
+    /// handed back in front of the rest); or none, when the restore holds
+    /// too few orders to train on (the cache then trains once it holds
+    /// enough) or compression is off.
+    pub(crate) fn restore_codec<I: Iterator<Item = (OrderUid, Bytes)>>(
+        &self,
+        mut entries: I,
+    ) -> (Option<Arc<Codec>>, ReadAhead<I>) {
+        let current = self.inner.current.load();
+        if self.inner.compression != Compression::Zstd || current.codec.is_some() {
+            return (current.codec.clone(), Vec::new().into_iter().chain(entries));
+        }
+        let head: Vec<_> = entries.by_ref().take(self.inner.train_after).collect();
+        let codec = if head.len() == self.inner.train_after
+            && !self.inner.training.swap(true, Ordering::SeqCst)
+        {
+            let samples: Vec<&[u8]> = head.iter().map(|(_, json)| &json[..]).collect();
+            self.train(&samples)
+        } else {
+            None
+        };
+        (codec, head.into_iter().chain(entries))
     }
 
     /// Adds an entry to `next` and to the policy's queues, then evicts from
@@ -656,16 +947,19 @@ impl Cache {
         let current = self.inner.current.load_full();
         for (slot, ()) in current.orders.iter() {
             if let Some((old, ())) = built.orders.remove_with_key(slot.0.uid()) {
-                built.bytes -= old.0.json().len();
+                built.bytes -= old.0.json_len();
                 built.cost -= old.0.cost();
             }
-            built.bytes += slot.0.json().len();
+            built.bytes += slot.0.json_len();
             built.cost += slot.0.cost();
             built.orders.insert(slot.clone(), ());
         }
         built.recent = current.recent.clone();
         built.max_bytes = current.max_bytes;
         built.evictions = current.evictions;
+        if current.codec.is_some() {
+            built.codec = current.codec.clone();
+        }
         let arrival = std::mem::take(&mut built.arrival);
         if let Some(policy) = writer.as_mut() {
             // A snapshot from `build` has no order: take the map's.
@@ -682,7 +976,9 @@ impl Cache {
             }
             policy.evict(|victim| built.evict(victim));
         }
-        self.inner.current.store(Arc::new(built));
+        let built = Arc::new(built);
+        self.inner.current.store(built.clone());
+        self.train_when_due(&built);
     }
 
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, Option<S3Fifo>> {

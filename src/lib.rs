@@ -89,7 +89,10 @@ mod store;
 pub mod trace;
 
 pub use app::{AppConfig, AppError, Service, ServiceBuilder};
-pub use cache::{entry_cost, ByteSize, ByteSizeError, Cache, CacheStats, Snapshot};
+pub use cache::{
+    entry_cost, ByteSize, ByteSizeError, Cache, CacheBuilder, CacheStats, Compression,
+    CompressionError, Snapshot, TRAIN_AFTER,
+};
 pub use health::Readiness;
 pub use http::{recover, router, routes, Api, CACHE_HEADER, MISS_DEADLINE};
 pub use ingest::{IngestConfig, IngestError, Ingestor};

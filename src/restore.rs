@@ -73,7 +73,7 @@ const PAGE: usize = 4096;
 
 /// Every stored order, in one scan.
 async fn restore_all(store: &Store, cache: &Cache) -> Result<Scanned, StoreError> {
-    let mut handover = Handover::start(None);
+    let mut handover = Handover::start(cache, None);
     let scanned = store
         .scan(|order| {
             handover.push(order);
@@ -99,7 +99,7 @@ async fn restore_newest(
     // budget.
     let _restoring = cache.restoring();
     let room = max_bytes.saturating_sub(cache.stats().bytes);
-    let mut handover = Handover::start(Some((max_bytes, room)));
+    let mut handover = Handover::start(cache, Some((max_bytes, room)));
     let scanned = store
         .scan_newest(PAGE, |order| {
             if handover.push(order) {
@@ -127,16 +127,22 @@ struct Handover {
 
 impl Handover {
     /// `budget`: the cache's budget and the room it leaves for the restore.
-    fn start(budget: Option<(u64, u64)>) -> Handover {
+    /// With compression, the thread also trains the cache's dictionary on
+    /// the first orders, if it has none yet.
+    fn start(cache: &Cache, budget: Option<(u64, u64)>) -> Handover {
         let (chunks, queue) = sync_channel::<Vec<Order>>(QUEUED);
+        let cache = cache.clone();
         let thread = tokio::task::spawn_blocking(move || {
             let entries = queue
                 .into_iter()
                 .flatten()
                 .map(|order| (order.order_uid.clone(), order.to_json()));
+            let (codec, entries) = cache.restore_codec(entries);
             match budget {
-                None => Snapshot::build(entries),
-                Some((max_bytes, room)) => Snapshot::build_within(max_bytes, room, entries).0,
+                None => Snapshot::build(codec, entries),
+                Some((max_bytes, room)) => {
+                    Snapshot::build_within(max_bytes, room, codec, entries).0
+                }
             }
         });
         Handover {

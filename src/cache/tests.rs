@@ -27,7 +27,7 @@ fn a_snapshot_built_aside_merges_with_what_was_cached_meanwhile() {
     // Cached while the restore ran: served already, so it must stay.
     cache.insert([(OrderUid::parse("both").unwrap(), Bytes::from("live"))]);
     cache.insert([entry("live-only")]);
-    let built = Snapshot::build([entry("both"), entry("restored"), entry("restored")]);
+    let built = Snapshot::build(None, [entry("both"), entry("restored"), entry("restored")]);
     assert_eq!(
         built.len(),
         2,
@@ -128,7 +128,7 @@ fn assert_consistent(cache: &Cache) {
     assert!(policy.counts_add_up());
     assert_eq!(policy.bytes(), snapshot.bytes());
     let cost: u64 = snapshot.orders.keys().map(|s| s.0.cost()).sum();
-    let json: usize = snapshot.orders.keys().map(|s| s.0.json().len()).sum();
+    let json: usize = snapshot.orders.keys().map(|s| s.0.json_len()).sum();
     assert_eq!(snapshot.bytes(), cost);
     assert_eq!(snapshot.json_bytes(), json);
 }
@@ -245,7 +245,7 @@ fn a_restore_within_a_budget_stops_reading_when_full_and_keeps_what_was_cached_m
         let id = format!("r{:03}", 99 - i);
         (uid(&id), body(&id, size))
     });
-    let (built, full) = Snapshot::build_within(10 * cost, 10 * cost, stored);
+    let (built, full) = Snapshot::build_within(10 * cost, 10 * cost, None, stored);
     assert!(full);
     assert_eq!(built.len(), 10);
     assert_eq!(pulled, 11, "one entry past the budget is read, no more");
@@ -263,7 +263,8 @@ fn a_restore_within_a_budget_stops_reading_when_full_and_keeps_what_was_cached_m
     );
     assert_eq!(snapshot.evictions(), 1);
 
-    let (_, full) = Snapshot::build_within(10 * cost, 10 * cost, [(uid("a"), body("a", size))]);
+    let (_, full) =
+        Snapshot::build_within(10 * cost, 10 * cost, None, [(uid("a"), body("a", size))]);
     assert!(!full);
 }
 
@@ -272,10 +273,13 @@ fn a_restore_without_order_into_a_budgeted_cache_stays_within_it() {
     let cost = entry_cost("r000", 100);
     let cache = Cache::with_max_bytes(20 * cost);
     cache.insert([(uid("live"), body("live", 100))]);
-    cache.merge(Snapshot::build((0..50).map(|i| {
-        let id = format!("r{i:03}");
-        (uid(&id), body(&id, 100))
-    })));
+    cache.merge(Snapshot::build(
+        None,
+        (0..50).map(|i| {
+            let id = format!("r{i:03}");
+            (uid(&id), body(&id, 100))
+        }),
+    ));
     assert_eq!(cache.len(), 20);
     assert!(cache.contains("live"));
     assert_consistent(&cache);
@@ -283,11 +287,22 @@ fn a_restore_without_order_into_a_budgeted_cache_stays_within_it() {
 
 #[test]
 fn readers_during_eviction_see_whole_bodies_of_their_own_ids() {
+    readers_during_eviction(Cache::with_max_bytes(200 * entry_cost("o00000", 2048)));
+}
+
+#[test]
+fn readers_during_eviction_see_whole_bodies_of_their_own_ids_compressed() {
+    let cache = compressed_cache(Some(200 * entry_cost("o00000", 2048) / 8));
+    readers_during_eviction(cache.clone());
+    assert!(cache.stats().dictionary);
+    assert!(cache.stats().json_bytes > 2 * cache.stats().bytes as usize);
+}
+
+fn readers_during_eviction(cache: Cache) {
     const IDS: usize = 2_000;
     let ids: Arc<Vec<String>> = Arc::new((0..IDS).map(|i| format!("o{i:05}")).collect());
     // Sizes from 10 bytes to 4 KiB, so that a torn body shows in its length.
     let size = |i: usize| 10 + (i * 7919) % 4096;
-    let cache = Cache::with_max_bytes(200 * entry_cost("o00000", 2048));
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..3)
         .map(|r| {
@@ -365,8 +380,13 @@ proptest! {
     fn the_policy_stays_within_budget_and_consistent(
         max_bytes in 0u64..40_000,
         ops in prop::collection::vec(op(), 1..30),
+        compressed in any::<bool>(),
     ) {
-        let cache = Cache::with_max_bytes(max_bytes);
+        let cache = if compressed {
+            compressed_cache(Some(max_bytes))
+        } else {
+            Cache::with_max_bytes(max_bytes)
+        };
         let mut evicted_before = 0;
         for op in ops {
             match op {
@@ -381,7 +401,8 @@ proptest! {
                     }
                 }
                 Op::Restore(entries) => {
-                    let (built, _) = Snapshot::build_within(max_bytes, max_bytes, batch(&entries));
+                    let codec = cache.snapshot().codec.clone();
+                    let (built, _) = Snapshot::build_within(max_bytes, max_bytes, codec, batch(&entries));
                     prop_assert!(built.bytes() <= max_bytes);
                     cache.merge(built);
                 }
@@ -405,7 +426,7 @@ proptest! {
                     Op::Insert(entries) => cache.insert(batch(entries)),
                     Op::Fill(entries) => cache.fill(batch(entries)),
                     Op::Read(ids) => ids.iter().for_each(|i| { cache.get(&format!("o{i}")); }),
-                    Op::Restore(entries) => cache.merge(Snapshot::build(batch(entries))),
+                    Op::Restore(entries) => cache.merge(Snapshot::build(None, batch(entries))),
                 }
             }
         }
@@ -415,7 +436,7 @@ proptest! {
         prop_assert_eq!(a.bytes(), b.bytes());
         prop_assert_eq!(a.recent().collect::<Vec<_>>(), b.recent().collect::<Vec<_>>());
         for (slot, ()) in b.orders.iter() {
-            prop_assert_eq!(a.orders.get_key_value(slot.0.uid()).map(|(s, ())| s.0.json()), Some(slot.0.json()));
+            prop_assert_eq!(a.orders.get_key_value(slot.0.uid()).map(|(s, ())| &s.0.body), Some(&slot.0.body));
         }
     }
 }
@@ -439,11 +460,192 @@ fn a_restore_past_an_order_larger_than_the_budget_still_fills_it() {
         (uid(&id), body(&id, size))
     }));
 
-    let (built, _) = Snapshot::build_within(budget, budget, stored);
+    let (built, _) = Snapshot::build_within(budget, budget, None, stored);
 
     assert!(
         built.len() >= 9,
         "the budget holds 10 orders but the restore kept {}",
         built.len()
     );
+}
+
+/// A cache (with this budget, if any) whose dictionary is trained already,
+/// on bodies such as [`body`] makes.
+fn compressed_cache(max_bytes: Option<u64>) -> Cache {
+    compressed_on(max_bytes, &training_set(300))
+}
+
+/// A cache whose dictionary is trained already, on `samples`.
+fn compressed_on(max_bytes: Option<u64>, samples: &[Bytes]) -> Cache {
+    let cache = Cache::builder()
+        .max_bytes(max_bytes)
+        .compression(Compression::Zstd)
+        .build();
+    cache.inner.training.store(true, Ordering::SeqCst);
+    cache.train(samples).expect("a dictionary");
+    cache
+}
+
+/// Bodies like [`body`]'s, of many lengths.
+fn training_set(n: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| body(&format!("t{i}"), 20 + (i * 7919) % 4096))
+        .collect()
+}
+
+/// An order's JSON with fields that vary as real ones do.
+fn order_json(i: usize) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"order_uid":"{i:016x}test","track_number":"WBILM{}","entry":"WBIL","delivery":{{"name":"Name {}","phone":"+9720000{i:04}","city":"City {}"}},"payment":{{"transaction":"{i:016x}test","amount":{},"currency":"USD"}},"items":[{{"chrt_id":{},"price":{},"name":"Item {}","brand":"Brand {}"}}]}}"#,
+        i * 7 % 1000,
+        i % 37,
+        i % 11,
+        i * 131 % 10_000,
+        i * 17,
+        i * 31 % 5000,
+        i % 53,
+        i % 19
+    ))
+}
+
+fn orders(range: std::ops::Range<usize>) -> Vec<(OrderUid, Bytes)> {
+    range
+        .map(|i| (uid(&format!("{i:016x}test")), order_json(i)))
+        .collect()
+}
+
+/// Polls until `done` holds, for at most ten seconds.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn packed(cache: &Cache, uid: &str) -> bool {
+    cache
+        .snapshot()
+        .slot(uid)
+        .is_some_and(|slot| slot.0.codec.is_some())
+}
+
+#[test]
+fn a_compressed_cache_serves_exact_bodies_and_counts_what_it_keeps() {
+    let samples: Vec<Bytes> = orders(1000..1500)
+        .into_iter()
+        .map(|(_, json)| json)
+        .collect();
+    let cache = compressed_on(None, &samples);
+    let stored = orders(0..500);
+    cache.insert(stored.clone());
+    let json: usize = stored.iter().map(|(_, json)| json.len()).sum();
+    let plain: u64 = stored
+        .iter()
+        .map(|(id, json)| entry_cost(id.as_str(), json.len()))
+        .sum();
+    for (id, body) in &stored {
+        assert!(packed(&cache, id.as_str()));
+        assert_eq!(cache.get(id.as_str()).as_ref(), Some(body));
+        assert_eq!(cache.snapshot().get(id.as_str()).as_ref(), Some(body));
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.json_bytes, json);
+    // Orders of about 330 bytes: the entry's own 200 weigh most.
+    assert!(stats.bytes * 3 < plain * 2, "{} of {plain}", stats.bytes);
+}
+
+#[test]
+fn ingest_trains_the_dictionary_once_the_cache_holds_enough_orders() {
+    let cache = Cache::builder()
+        .compression(Compression::Zstd)
+        .train_after(200)
+        .build();
+    cache.insert(orders(0..199));
+    assert!(!cache.stats().dictionary);
+    cache.insert(orders(199..200));
+    wait_for("a dictionary", || cache.stats().dictionary);
+    cache.insert(orders(200..300));
+    assert!(!packed(&cache, orders(0..1)[0].0.as_str()), "cached before");
+    for (id, body) in orders(0..300) {
+        assert_eq!(cache.get(id.as_str()), Some(body));
+    }
+    assert!(orders(200..300)
+        .iter()
+        .all(|(id, _)| packed(&cache, id.as_str())));
+}
+
+#[test]
+fn without_compression_nothing_is_trained_or_packed() {
+    let cache = Cache::builder().train_after(64).build();
+    cache.insert(orders(0..300));
+    let (codec, entries) = cache.restore_codec(orders(300..400).into_iter());
+    assert!(codec.is_none());
+    assert_eq!(entries.count(), 100);
+    assert!(!cache.stats().dictionary);
+    assert!(!packed(&cache, orders(0..1)[0].0.as_str()));
+}
+
+#[test]
+fn a_restore_trains_on_its_first_orders_and_packs_them_all() {
+    let cache = Cache::builder()
+        .compression(Compression::Zstd)
+        .train_after(200)
+        .build();
+    let (codec, entries) = cache.restore_codec(orders(0..300).into_iter());
+    assert!(codec.is_some());
+    assert!(cache.stats().dictionary);
+    let entries: Vec<_> = entries.collect();
+    assert_eq!(entries, orders(0..300), "every order, in its order");
+    cache.merge(Snapshot::build(codec, entries));
+    for (id, body) in orders(0..300) {
+        assert!(packed(&cache, id.as_str()));
+        assert_eq!(cache.get(id.as_str()), Some(body));
+    }
+}
+
+#[test]
+fn a_restore_of_too_few_orders_packs_none_and_ingest_trains_later() {
+    let cache = Cache::builder()
+        .compression(Compression::Zstd)
+        .train_after(200)
+        .build();
+    let (codec, entries) = cache.restore_codec(orders(0..150).into_iter());
+    assert!(codec.is_none());
+    cache.merge(Snapshot::build(codec, entries));
+    assert_eq!(cache.len(), 150);
+    cache.insert(orders(150..250));
+    wait_for("a dictionary", || cache.stats().dictionary);
+    cache.insert(orders(250..260));
+    assert!(packed(&cache, orders(255..256)[0].0.as_str()));
+}
+
+#[test]
+fn a_budgeted_restore_counts_packed_orders_and_so_holds_more() {
+    let stored = orders(0..2000);
+    let max_bytes = 300 * entry_cost(stored[0].0.as_str(), stored[0].1.len());
+    let plain = Cache::with_max_bytes(max_bytes);
+    let (built, _) = Snapshot::build_within(max_bytes, max_bytes, None, stored.clone());
+    plain.merge(built);
+    let compressed = Cache::builder()
+        .max_bytes(Some(max_bytes))
+        .compression(Compression::Zstd)
+        .train_after(500)
+        .build();
+    let (codec, entries) = compressed.restore_codec(stored.clone().into_iter());
+    let (built, _) = Snapshot::build_within(max_bytes, max_bytes, codec, entries);
+    compressed.merge(built);
+    assert_consistent(&compressed);
+    assert!(
+        2 * compressed.len() > 3 * plain.len(),
+        "{} against {}",
+        compressed.len(),
+        plain.len()
+    );
+    for (id, body) in &stored[..compressed.len()] {
+        assert_eq!(compressed.get(id.as_str()).as_ref(), Some(body));
+    }
 }

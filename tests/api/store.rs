@@ -256,6 +256,51 @@ async fn a_restore_into_a_budget_reads_the_newest_orders_until_it_is_full() {
     assert!(cache.stats().bytes <= budget);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_restore_trains_on_the_newest_orders_and_holds_more_of_them() {
+    let (_db, store) = store().await;
+    let orders: Vec<Order> = (0..6000).map(|i| example(&format!("z{i:04}"))).collect();
+    store.insert(&orders).await.unwrap();
+    let one = order_cache::entry_cost("z0000", orders[0].to_json().len());
+    let budget = 1000 * one;
+    let cache = Cache::builder()
+        .max_bytes(Some(budget))
+        .compression(order_cache::Compression::Zstd)
+        .train_after(500)
+        .build();
+
+    order_cache::restore(&store, &cache).await.unwrap();
+
+    let stats = cache.stats();
+    assert!(stats.dictionary, "{stats:?}");
+    assert!(stats.bytes <= budget, "{stats:?} over {budget}");
+    // Packed, the same budget holds more than twice the orders.
+    assert!(cache.len() > 2000, "{stats:?}");
+    for order in &orders[6000 - cache.len()..] {
+        assert_eq!(cache.get(order.order_uid.as_str()), Some(order.to_json()));
+    }
+    // An order left out is read back, admitted packed, and served whole.
+    let oldest = &orders[0];
+    assert!(!cache.contains(oldest.order_uid.as_str()));
+    let api = order_cache::Api::new(
+        cache.clone(),
+        order_cache::Metrics::new(),
+        order_cache::Readiness::new(),
+    )
+    .with_store(store.clone());
+    let routes = order_cache::router(api);
+    for source in ["store", "hit"] {
+        let res = warp::test::request()
+            .path("/orders/z0000")
+            .reply(&routes)
+            .await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-order-cache"], source);
+        assert_eq!(res.body(), &oldest.to_json());
+    }
+    assert!(cache.stats().bytes <= budget);
+}
+
 /// Review (issue 10): the restore builds up to the whole budget
 /// (restore.rs:113 passes `max_bytes`, not what is left) while the live
 /// cache, filled by misses served during the restore (the HTTP server runs
