@@ -26,8 +26,9 @@ def number(s):
 
 
 def budget_mib(budget):
-    """The budget in MiB, or None for unlimited and auto."""
-    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", budget)
+    """The budget in MiB, or None for unlimited and auto. What follows the
+    first word ("256MiB zstd") names the run, not the budget."""
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", budget.split(" ")[0])
     if not m or m.group(2).lower() not in UNITS:
         return None
     return int(m.group(1)) * UNITS[m.group(2).lower()] / 2**20
@@ -142,8 +143,9 @@ def main():
     budgets = list(dict.fromkeys(r["budget"] for r in rows))
     xs = [r["orders"] for r in rows] or [1, 10]
     xr = (min(xs) / 3, max(xs) * 3)
-    contracts = [(m * 1.25 + 128, f"contract for {b}: {m * 1.25 + 128:,.0f} MiB")
-                 for b in budgets if (m := budget_mib(b))]
+    contracts = {m * 1.25 + 128: f"contract for {b.split(' ')[0]}: {m * 1.25 + 128:,.0f} MiB"
+                 for b in budgets if (m := budget_mib(b))}
+    contracts = sorted(contracts.items())
     W, H, top = 1100, 470, 56
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
@@ -156,7 +158,8 @@ def main():
     x = 70
     for i, budget in enumerate(budgets):
         colour = COLOURS[i % len(COLOURS)]
-        label = "no budget (unlimited)" if budget == "unlimited" else f"budget {budget}"
+        first, _, rest = budget.partition(" ")
+        label = ("no budget (unlimited)" if first == "unlimited" else f"budget {first}") + (f", {rest}" if rest else "")
         out.append(f'<line x1="{x}" y1="{H - 14}" x2="{x + 24}" y2="{H - 14}" stroke="{colour}" stroke-width="2"/>')
         out.append(f'<text x="{x + 30}" y="{H - 10}">{escape(label)}</text>')
         x += 60 + 7 * len(label)
