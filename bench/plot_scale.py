@@ -106,6 +106,7 @@ def panel(out, rows, budgets, key, unit, title, x0, w, top, h, xr, extra_lines):
     for r in rows:
         if r["note"] == "ok" and r[key]:
             highest[r["orders"]] = max(highest.get(r["orders"], 0), r[key])
+    failed_at = {}  # labels of failed runs drawn at each size, stacked
     for i, budget in enumerate(budgets):
         colour = COLOURS[i % len(COLOURS)]
         mine = sorted((r for r in rows if r["budget"] == budget), key=lambda r: r["orders"])
@@ -130,7 +131,10 @@ def panel(out, rows, budgets, key, unit, title, x0, w, top, h, xr, extra_lines):
             out.append(f'<path d="M{x - 6:.1f},{y - 6:.1f}L{x + 6:.1f},{y + 6:.1f}M{x - 6:.1f},{y + 6:.1f}'
                        f'L{x + 6:.1f},{y - 6:.1f}" stroke="{colour}" stroke-width="2.5"/>')
             lines = textwrap.wrap(f"{budget}: {r['note']}", 38)[:4]
-            out.append(f'<text x="{x - 9:.1f}" y="{y + 4 - 6 * (len(lines) - 1):.1f}" text-anchor="end" '
+            stacked = failed_at.get(r["orders"], 0)
+            failed_at[r["orders"]] = stacked + len(lines)
+            ly = y + 4 - 6 * (len(lines) - 1) + 13 * stacked * (-1 if y > top + h / 2 else 1)
+            out.append(f'<text x="{x - 9:.1f}" y="{ly:.1f}" text-anchor="end" '
                        f'fill="{colour}" font-size="11" {HALO}>')
             for j, line in enumerate(lines):
                 out.append(f'<tspan x="{x - 9:.1f}" dy="{12 if j else 0}">{escape(line)}</tspan>')
@@ -146,7 +150,7 @@ def main():
     contracts = {m * 1.25 + 128: f"contract for {b.split(' ')[0]}: {m * 1.25 + 128:,.0f} MiB"
                  for b in budgets if (m := budget_mib(b))}
     contracts = sorted(contracts.items())
-    W, H, top = 1100, 470, 56
+    W, H, top = 1250, 470, 56
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="16">order_cache after a restart: '
@@ -163,7 +167,7 @@ def main():
         out.append(f'<line x1="{x}" y1="{H - 14}" x2="{x + 24}" y2="{H - 14}" stroke="{colour}" stroke-width="2"/>')
         out.append(f'<text x="{x + 30}" y="{H - 10}">{escape(label)}</text>')
         x += 60 + 7 * len(label)
-    out.append(f'<text x="{x}" y="{H - 10}" fill="#555">× a run that did not become ready (or was not started), with why</text>')
+    out.append(f'<text x="{x}" y="{H - 10}" fill="#555">× not ready (or not started), with why</text>')
     out.append("</svg>")
     with open(sys.argv[2], "w") as f:
         f.write("\n".join(out) + "\n")
