@@ -57,7 +57,9 @@
 //! - [`Store`]: PostgreSQL through diesel-async; batched, idempotent
 //!   inserts and set-based reads; [`restore`] fills a cache from it.
 //! - [`Cache`]: response bytes by id, in immutable snapshots published
-//!   through `arc-swap`; readers never lock.
+//!   through `arc-swap`; readers never lock. [`Cache::builder`] gives it a
+//!   byte budget (S3-FIFO eviction) and [`Compression`] (bodies packed
+//!   against a dictionary trained on its own orders).
 //! - [`Ingestor`] ([`ingest`]): the durable JetStream consumer that stores,
 //!   caches, then acknowledges; dead-letters what it must reject.
 //! - [`routes`], [`router`], [`recover`] and [`Api`]: the warp filters with
