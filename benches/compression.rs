@@ -255,7 +255,11 @@ fn codecs(train_set: &[Bytes]) -> (Vec<Box<dyn Codec>>, Vec<String>) {
         let label = format!("{kib}k");
         // The cache packs at level 3; the levels below it are what a
         // faster restore would trade for.
-        let levels: &[i32] = if kib == 16 { &[-1, 1, 3, 9, 19] } else { &[3, 9, 19] };
+        let levels: &[i32] = if kib == 16 {
+            &[-1, 1, 3, 9, 19]
+        } else {
+            &[3, 9, 19]
+        };
         for &level in levels {
             list.push(Box::new(Zstd::new(level, Some((&label, &dict)))));
         }

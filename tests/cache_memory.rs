@@ -147,18 +147,9 @@ fn raw_bytes(cache: &Cache) -> u64 {
 /// in `sizes`.
 fn unlimited(n: usize, sizes: std::ops::RangeInclusive<usize>) -> Measured {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let before = rss();
-    let cache = Cache::new();
-    for first in (0..n).step_by(1000) {
-        cache.insert(sized_batch(&mut rng, first, 1000, sizes.clone()));
-    }
-    let resident = rss().saturating_sub(before);
-    Measured {
-        entries: cache.len() as u64,
-        resident,
-        counted: cache.stats().bytes,
-        raw: raw_bytes(&cache),
-    }
+    fill(Cache::new(), n, |first| {
+        sized_batch(&mut rng, first, 1000, sizes.clone())
+    })
 }
 
 /// Orders like real ones, packed against a dictionary trained on the
@@ -166,11 +157,21 @@ fn unlimited(n: usize, sizes: std::ops::RangeInclusive<usize>) -> Measured {
 /// it (kept as JSON) are all in what is measured.
 fn compressed(n: usize) -> Measured {
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    let before = rss();
     let cache = Cache::builder().compression(Compression::Zstd).build();
+    fill(cache, n, |first| order_like(&mut rng, first, 1000))
+}
+
+/// `n` orders into `cache`, a batch of 1,000 at a time; with compression,
+/// waits for the dictionary once the cache holds enough to train it.
+fn fill(
+    cache: Cache,
+    n: usize,
+    mut batch: impl FnMut(usize) -> Vec<(OrderUid, Bytes)>,
+) -> Measured {
+    let before = rss();
     for first in (0..n).step_by(1000) {
-        cache.insert(order_like(&mut rng, first, 1000));
-        if first == 10_000 {
+        cache.insert(batch(first));
+        if first == order_cache::TRAIN_AFTER && cache.compression() == Compression::Zstd {
             while !cache.stats().dictionary {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
