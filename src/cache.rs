@@ -152,7 +152,8 @@ pub struct CacheStats {
     /// Orders evicted since the cache was made.
     pub evictions: u64,
     /// Whether the cache has trained its dictionary
-    /// ([`Compression::Zstd`]): orders cached since are kept packed.
+    /// ([`Compression::Zstd`]): orders cached since are kept packed when
+    /// that makes them cost less.
     pub dictionary: bool,
 }
 
@@ -177,7 +178,7 @@ pub enum Compression {
     /// orders ([`CacheBuilder::train_after`]): about a fifth of the JSON on
     /// the orders of `bench/generate_varied.sql`, for about 1-2 µs of
     /// decompression per read. Orders cached before the dictionary exists
-    /// stay as JSON.
+    /// stay as JSON, as do those a frame would not make cheaper.
     Zstd,
 }
 
@@ -349,11 +350,16 @@ const MAX_FREQUENCY: u8 = 3;
 
 impl Entry {
     /// The entry of `json`, packed by `codec` if given and if that makes it
-    /// smaller.
+    /// cost less.
     fn new(uid: &OrderUid, json: &[u8], codec: Option<&Arc<Codec>>) -> Entry {
         let packed = codec.and_then(|codec| {
             let json_len = u32::try_from(json.len()).ok()?;
-            Some((codec.pack(json)?, codec.clone(), json_len))
+            let frame = codec.pack(json)?;
+            // A packed entry counts `PACKED_OVERHEAD` more, and every read
+            // decompresses it: a frame that saves less is not worth it.
+            let saves = cost_of(uid.as_str().len() + frame.len()) + PACKED_OVERHEAD
+                < cost_of(uid.as_str().len() + json.len());
+            saves.then(|| (frame, codec.clone(), json_len))
         });
         let (body, codec, json_len) = match packed {
             Some((frame, codec, json_len)) => (frame, Some(codec), json_len),
@@ -925,12 +931,16 @@ impl Cache {
     /// Adds an entry to `next` and to the policy's queues, then evicts from
     /// both what no longer fits. Whether the entry was added.
     fn admit(policy: &mut S3Fifo, next: &mut Snapshot, uid: &OrderUid, json: &[u8]) -> bool {
-        if !policy.fits(entry_cost(uid.as_str(), json.len())) {
+        if next.orders.contains_key(uid.as_str()) {
             return false;
         }
-        let Some(slot) = next.add(uid, json) else {
+        // What the entry keeps decides whether it fits, packed or not, as
+        // a restore counts it.
+        let entry = Entry::new(uid, json, next.codec.as_ref());
+        if !policy.fits(entry.cost()) {
             return false;
-        };
+        }
+        let slot = next.add_entry(entry);
         policy.admit(slot.0);
         policy.evict(|victim| next.evict(victim));
         true
