@@ -152,7 +152,8 @@ pub struct CacheStats {
     /// Orders evicted since the cache was made.
     pub evictions: u64,
     /// Whether the cache has trained its dictionary
-    /// ([`Compression::Zstd`]): orders cached since are kept packed.
+    /// ([`Compression::Zstd`]): orders cached since are kept packed when
+    /// that makes them cost less.
     pub dictionary: bool,
 }
 
@@ -177,7 +178,7 @@ pub enum Compression {
     /// orders ([`CacheBuilder::train_after`]): about a fifth of the JSON on
     /// the orders of `bench/generate_varied.sql`, for about 1-2 µs of
     /// decompression per read. Orders cached before the dictionary exists
-    /// stay as JSON.
+    /// stay as JSON, as do those a frame would not make cheaper.
     Zstd,
 }
 
@@ -247,10 +248,11 @@ impl CacheBuilder {
     }
 
     /// With [`Compression::Zstd`], how many orders to gather before the
-    /// dictionary is trained on them ([`TRAIN_AFTER`] by default): a
-    /// restore that reads as many trains it on them before it packs any; a
-    /// cache filled by ingest trains it on a thread of its own once it
-    /// holds as many. Fewer than 64 are taken as 64.
+    /// dictionary is trained on them ([`TRAIN_AFTER`] by default), or
+    /// fewer if they come to 16 MiB: a restore that reads as many trains
+    /// it on them before it packs any; a cache filled by ingest trains it
+    /// on a thread of its own once it holds as many, or once its budget is
+    /// full. Fewer than 64 are taken as 64.
     pub fn train_after(mut self, orders: usize) -> CacheBuilder {
         self.train_after = orders.max(compact::MIN_SAMPLES);
         self
@@ -349,11 +351,16 @@ const MAX_FREQUENCY: u8 = 3;
 
 impl Entry {
     /// The entry of `json`, packed by `codec` if given and if that makes it
-    /// smaller.
+    /// cost less.
     fn new(uid: &OrderUid, json: &[u8], codec: Option<&Arc<Codec>>) -> Entry {
         let packed = codec.and_then(|codec| {
             let json_len = u32::try_from(json.len()).ok()?;
-            Some((codec.pack(json)?, codec.clone(), json_len))
+            let frame = codec.pack(json)?;
+            // A packed entry counts `PACKED_OVERHEAD` more, and every read
+            // decompresses it: a frame that saves less is not worth it.
+            let saves = cost_of(uid.as_str().len() + frame.len()) + PACKED_OVERHEAD
+                < cost_of(uid.as_str().len() + json.len());
+            saves.then(|| (frame, codec.clone(), json_len))
         });
         let (body, codec, json_len) = match packed {
             Some((frame, codec, json_len)) => (frame, Some(codec), json_len),
@@ -844,22 +851,33 @@ impl Cache {
     }
 
     /// With [`Compression::Zstd`] and no dictionary yet, once the cache
-    /// holds enough orders: trains one on them, on a thread of its own (a
+    /// holds enough orders (or its budget is full): trains one on them (at
+    /// most `SAMPLE_BYTES` of them), on a thread of its own (a
     /// second or so of CPU, which must not hold up a writer or the
     /// runtime's worker), and packs the orders cached after it. Once per
     /// cache: a failed training is logged and not tried again.
     fn train_when_due(&self, current: &Snapshot) {
+        // A budget full before it holds `train_after` orders (a small one,
+        // or large orders) trains on what it holds.
+        let due = current.len() >= self.inner.train_after
+            || (current.evictions > 0 && current.len() >= compact::MIN_SAMPLES);
         if self.inner.compression != Compression::Zstd
             || current.codec.is_some()
-            || current.len() < self.inner.train_after
+            || !due
             || self.inner.training.swap(true, Ordering::SeqCst)
         {
             return;
         }
+        let mut bytes = 0;
         let samples: Vec<Sample> = current
             .orders
             .keys()
             .take(self.inner.train_after)
+            .take_while(|slot| {
+                let more = bytes < compact::SAMPLE_BYTES;
+                bytes += slot.0.body.len();
+                more
+            })
             .map(|slot| Sample(slot.0.clone()))
             .collect();
         let cache = self.clone();
@@ -898,26 +916,36 @@ impl Cache {
 
     /// The dictionary a restore packs its orders with, and the orders, as
     /// given: the cache's own; or, with [`Compression::Zstd`] and none yet,
-    /// one trained on the first orders of the restore (read ahead, and
-    /// handed back in front of the rest); or none, when the restore holds
-    /// too few orders to train on (the cache then trains once it holds
-    /// enough) or compression is off.
+    /// one trained on the first orders of the restore (read ahead, up to
+    /// `train_after` orders or `SAMPLE_BYTES`, and handed back in front of
+    /// the rest); or none, when the restore holds too few orders to train
+    /// on (the cache then trains once it holds enough) or compression is
+    /// off.
     pub(crate) fn restore_codec<I: Iterator<Item = (OrderUid, Bytes)>>(
         &self,
         mut entries: I,
     ) -> (Option<Arc<Codec>>, ReadAhead<I>) {
-        let current = self.inner.current.load();
-        if self.inner.compression != Compression::Zstd || current.codec.is_some() {
-            return (current.codec.clone(), Vec::new().into_iter().chain(entries));
+        let codec = self.inner.current.load().codec.clone();
+        if self.inner.compression != Compression::Zstd || codec.is_some() {
+            return (codec, Vec::new().into_iter().chain(entries));
         }
-        let head: Vec<_> = entries.by_ref().take(self.inner.train_after).collect();
-        let codec = if head.len() == self.inner.train_after
-            && !self.inner.training.swap(true, Ordering::SeqCst)
-        {
+        // Read ahead no more than the dictionary is trained on: the budget
+        // is only looked at after.
+        let (mut head, mut bytes) = (Vec::new(), 0);
+        while head.len() < self.inner.train_after && bytes < compact::SAMPLE_BYTES {
+            let Some((uid, json)) = entries.next() else {
+                break;
+            };
+            bytes += json.len();
+            head.push((uid, json));
+        }
+        let enough = head.len() == self.inner.train_after || bytes >= compact::SAMPLE_BYTES;
+        let codec = if enough && !self.inner.training.swap(true, Ordering::SeqCst) {
             let samples: Vec<&[u8]> = head.iter().map(|(_, json)| &json[..]).collect();
             self.train(&samples)
         } else {
-            None
+            // One trained meanwhile (by ingest) serves as well.
+            self.inner.current.load().codec.clone()
         };
         (codec, head.into_iter().chain(entries))
     }
@@ -925,12 +953,16 @@ impl Cache {
     /// Adds an entry to `next` and to the policy's queues, then evicts from
     /// both what no longer fits. Whether the entry was added.
     fn admit(policy: &mut S3Fifo, next: &mut Snapshot, uid: &OrderUid, json: &[u8]) -> bool {
-        if !policy.fits(entry_cost(uid.as_str(), json.len())) {
+        if next.orders.contains_key(uid.as_str()) {
             return false;
         }
-        let Some(slot) = next.add(uid, json) else {
+        // What the entry keeps decides whether it fits, packed or not, as
+        // a restore counts it.
+        let entry = Entry::new(uid, json, next.codec.as_ref());
+        if !policy.fits(entry.cost()) {
             return false;
-        };
+        }
+        let slot = next.add_entry(entry);
         policy.admit(slot.0);
         policy.evict(|victim| next.evict(victim));
         true

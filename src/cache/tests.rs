@@ -649,3 +649,175 @@ fn a_budgeted_restore_counts_packed_orders_and_so_holds_more() {
         assert_eq!(compressed.get(id.as_str()).as_ref(), Some(body));
     }
 }
+
+/// An order of about `len` bytes: many items shaped like [`order_json`]'s.
+fn large_order(i: usize, len: usize) -> (OrderUid, Bytes) {
+    let id = format!("{i:016x}big");
+    let mut json = format!(r#"{{"order_uid":"{id}","items":["#);
+    let mut item = i * 1000;
+    while json.len() < len {
+        json.push_str(&String::from_utf8_lossy(&order_json(item)));
+        json.push(',');
+        item += 1;
+    }
+    json.push_str("{}]}");
+    (uid(&id), Bytes::from(json))
+}
+
+/// Issue 10, restore memory: to train its dictionary a restore reads
+/// `train_after` orders ahead (`Cache::restore_codec` took exactly that
+/// many), whatever their size and before the budget is looked at. Orders
+/// may be up to 1 MiB: 10,000 of them held gigabytes, twice over (zstd's
+/// trainer copies its samples into one buffer), at every restart. Here 200
+/// orders of 128 KiB were 25 MiB read ahead for a 1 MiB budget; the read
+/// ahead now stops at 16 MiB of orders, and the dictionary is still
+/// trained.
+#[test]
+fn a_restore_reads_ahead_no_more_than_a_bounded_sample_to_train_on() {
+    let cache = Cache::builder()
+        .max_bytes(Some(1 << 20))
+        .compression(Compression::Zstd)
+        .train_after(200)
+        .build();
+    let size = 128 << 10;
+    let pulled = std::cell::Cell::new(0usize);
+    let stored = (0..400).map(|i| {
+        let order = large_order(i, size);
+        pulled.set(pulled.get() + order.1.len());
+        order
+    });
+
+    let (codec, entries) = cache.restore_codec(stored);
+
+    let read_ahead = pulled.get();
+    assert!(
+        read_ahead <= (16 << 20) + 2 * size,
+        "{} MiB read ahead",
+        read_ahead >> 20
+    );
+    assert!(codec.is_some(), "the dictionary is trained all the same");
+    assert_eq!(entries.count(), 400, "every order is handed on");
+}
+
+/// Issue 10, compact entries: the cache trained its dictionary from
+/// ingest only once it held `train_after` orders (`Cache::train_when_due`),
+/// so a budget that holds fewer (a small budget, or large orders: 10,000
+/// orders of 30 kB are more than a 256 MiB budget) kept every order as
+/// JSON for ever, just where memory is short. A budget that is full now
+/// trains on what it holds.
+#[test]
+fn a_full_budget_smaller_than_the_training_set_still_trains() {
+    let (id, json) = &orders(0..1)[0];
+    let one = entry_cost(id.as_str(), json.len());
+    let cache = Cache::builder()
+        .max_bytes(Some(200 * one))
+        .compression(Compression::Zstd)
+        .train_after(1000)
+        .build();
+    for first in (0..1000).step_by(100) {
+        cache.insert(orders(first..first + 100));
+    }
+    assert!(
+        cache.len() < 1000,
+        "the budget holds fewer than train_after"
+    );
+
+    wait_for("a dictionary", || cache.stats().dictionary);
+    cache.insert(orders(1000..1010));
+    assert!(packed(&cache, orders(1009..1010)[0].0.as_str()));
+    assert_consistent(&cache);
+}
+
+/// Issue 10, compact entries: `Entry::new` kept a frame whenever it was
+/// shorter than the JSON, but a packed entry counts `PACKED_OVERHEAD`
+/// (48) bytes more, so a frame that saved fewer bytes than that made the
+/// entry cost more than the plain JSON would (and every read decompress).
+/// Bodies that barely compress: random bytes and a run of `x` of growing
+/// length, so that some frames save a few bytes.
+#[test]
+fn packing_never_makes_an_entry_cost_more_than_its_json() {
+    let cache = compressed_cache(None);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut random = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u8
+    };
+    let mut packed_some = false;
+    for run in 0..120 {
+        let id = format!("p{run}");
+        let mut json: Vec<u8> = (0..300).map(|_| random()).collect();
+        json.extend(std::iter::repeat_n(b'x', run));
+        let json = Bytes::from(json);
+        cache.insert([(uid(&id), json.clone())]);
+        let snapshot = cache.snapshot();
+        let slot = snapshot.slot(&id).expect("cached");
+        packed_some |= slot.0.codec.is_some();
+        assert!(
+            slot.0.cost() <= entry_cost(&id, json.len()),
+            "{id}: {} packed into {}, costing {} for {} as JSON",
+            json.len(),
+            slot.0.body.len(),
+            slot.0.cost(),
+            entry_cost(&id, json.len())
+        );
+        assert_eq!(cache.get(&id), Some(json));
+    }
+    assert!(packed_some, "long runs are worth packing");
+}
+
+/// Issue 10, compact entries: `Cache::admit` asked whether the order's
+/// JSON cost fits the budget, while what the entry keeps is its frame. An
+/// order that fits packed was refused on every insert and every miss
+/// (and so read from PostgreSQL each time), though a restore, which
+/// counts the frame (`Snapshot::build_within`), took it.
+#[test]
+fn a_compressed_cache_admits_an_order_that_fits_packed() {
+    let (id, json) = large_order(1, 8 << 10);
+    let budget = entry_cost(id.as_str(), json.len()) - 1;
+    let cache = compressed_cache(Some(budget));
+
+    cache.insert([(id.clone(), json.clone())]);
+
+    assert!(cache.contains(id.as_str()), "refused though it fits packed");
+    assert_eq!(cache.get(id.as_str()), Some(json));
+    assert_consistent(&cache);
+}
+
+/// Issue 10, compact entries: a restore that found a training under way
+/// (started by orders cached meanwhile) built with no dictionary, though
+/// one was installed before it had read its first orders
+/// (`Cache::restore_codec` answered `None` whenever the training flag was
+/// taken): every restored order stayed JSON. It now takes the dictionary
+/// in place once it has read ahead.
+#[test]
+fn a_restore_takes_the_dictionary_trained_while_it_read_ahead() {
+    let cache = Cache::builder()
+        .compression(Compression::Zstd)
+        .train_after(200)
+        .build();
+    // A training under way, as ingest starts one on a thread of its own.
+    cache.inner.training.store(true, Ordering::SeqCst);
+    let trainer = cache.clone();
+    let samples: Vec<Bytes> = orders(1000..1500)
+        .into_iter()
+        .map(|(_, json)| json)
+        .collect();
+    let stored = orders(0..300)
+        .into_iter()
+        .enumerate()
+        .map(move |(i, order)| {
+            if i == 100 {
+                // It ends while the restore reads ahead.
+                trainer.train(&samples).expect("a dictionary");
+            }
+            order
+        });
+
+    let (codec, entries) = cache.restore_codec(stored);
+
+    assert!(codec.is_some(), "the dictionary in place is not used");
+    cache.merge(Snapshot::build(codec, entries));
+    assert!(packed(&cache, orders(0..1)[0].0.as_str()));
+}
