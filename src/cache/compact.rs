@@ -25,6 +25,13 @@ const LEVEL: i32 = 1;
 /// The dictionary's size: a bigger one bought nothing on these orders.
 const DICTIONARY_BYTES: usize = 16 * 1024;
 
+/// Larger orders stay as JSON. Each read of a packed order decompresses a
+/// copy of its own, where readers of a plain one share the cached bytes:
+/// this bounds what each response in flight holds beyond the budget, and
+/// the per-thread buffers packing needs. Orders this large are rare and
+/// compress least against a dictionary trained on typical ones.
+pub(crate) const MAX_PACKED: usize = 64 * 1024;
+
 /// Fewer samples than this train no dictionary worth having.
 pub(crate) const MIN_SAMPLES: usize = 64;
 
@@ -70,6 +77,9 @@ impl Codec {
     /// `json` as a frame, in an allocation of its exact size; `None` when
     /// the frame would not be smaller (then keep the JSON as it is).
     pub(crate) fn pack(&self, json: &[u8]) -> Option<Box<[u8]>> {
+        if json.len() > MAX_PACKED {
+            return None;
+        }
         COMPRESSOR.with(|cell| {
             let mut cell = cell.borrow_mut();
             if cell.is_none() {
@@ -85,9 +95,16 @@ impl Codec {
             scratch.reserve(zstd::zstd_safe::compress_bound(json.len()));
             // The context refers to the dictionary only for this call: it
             // is let go of before the dictionary could be.
-            context.ref_cdict(&self.compress).ok()?;
-            let packed = context.compress2(scratch, json);
-            let _ = context.disable_dictionary();
+            let packed = context
+                .ref_cdict(&self.compress)
+                .and_then(|_| context.compress2(scratch, json));
+            let released = context.disable_dictionary();
+            if packed.is_err() || released.is_err() {
+                // A context left mid-frame would refuse every later call:
+                // the next one on this thread starts afresh.
+                *cell = None;
+                return None;
+            }
             match packed {
                 Ok(len) if len < json.len() => Some(Box::from(&scratch[..len])),
                 _ => None,
@@ -158,6 +175,16 @@ mod tests {
         assert_eq!(codec.unpack(&packed, json.len() + 1), None);
         assert_eq!(codec.unpack(&packed, json.len() - 1), None);
         assert_eq!(codec.unpack(b"not a frame", json.len()), None);
+    }
+
+    #[test]
+    fn orders_over_the_packing_limit_stay_as_they_are() {
+        let codec = Codec::train(&orders(500)).expect("a dictionary");
+        let mut large = orders(1).remove(0);
+        large.resize(MAX_PACKED + 1, b' ');
+        assert_eq!(codec.pack(&large), None);
+        large.truncate(MAX_PACKED);
+        assert!(codec.pack(&large).is_some());
     }
 
     #[test]

@@ -821,3 +821,21 @@ fn a_restore_takes_the_dictionary_trained_while_it_read_ahead() {
     cache.merge(Snapshot::build(codec, entries));
     assert!(packed(&cache, orders(0..1)[0].0.as_str()));
 }
+
+#[test]
+fn a_large_order_stays_plain_and_its_readers_share_the_cached_bytes() {
+    let samples: Vec<Bytes> = orders(1000..1500)
+        .into_iter()
+        .map(|(_, json)| json)
+        .collect();
+    let cache = compressed_on(None, &samples);
+    let mut large = order_json(7).to_vec();
+    large.resize(compact::MAX_PACKED + 1, b' ');
+    cache.insert([(uid("large"), Bytes::from(large.clone()))]);
+    cache.insert(orders(0..1));
+    assert!(!packed(&cache, "large"));
+    assert!(packed(&cache, orders(0..1)[0].0.as_str()));
+    let (a, b) = (cache.get("large").unwrap(), cache.get("large").unwrap());
+    assert_eq!(a, large);
+    assert_eq!(a.as_ptr(), b.as_ptr(), "one copy, shared by both reads");
+}

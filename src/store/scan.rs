@@ -102,8 +102,16 @@ impl Store {
         // could be read without its items. The first connection exports its
         // snapshot; the second adopts it.
         let result = async {
+            // Without sorts, the heads are planned as merge joins over the
+            // primary keys and stream from the first row. Planned for the
+            // whole result, they were hash joins and a sort of every order
+            // first: at ten million orders no row came within the query
+            // timeout, and the restore failed. At one million both plans
+            // take the same time (5.1 s and 5.2 s for the COPY).
             head_conn
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .batch_execute(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL enable_sort = off",
+                )
                 .await?;
             let snapshot: SnapshotId = diesel::sql_query("SELECT pg_export_snapshot() AS id")
                 .get_result(&mut *head_conn)
