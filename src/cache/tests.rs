@@ -535,11 +535,7 @@ fn packed(cache: &Cache, uid: &str) -> bool {
 
 #[test]
 fn a_compressed_cache_serves_exact_bodies_and_counts_what_it_keeps() {
-    let samples: Vec<Bytes> = orders(1000..1500)
-        .into_iter()
-        .map(|(_, json)| json)
-        .collect();
-    let cache = compressed_on(None, &samples);
+    let cache = trained_on_orders();
     let stored = orders(0..500);
     cache.insert(stored.clone());
     let json: usize = stored.iter().map(|(_, json)| json.len()).sum();
@@ -560,10 +556,7 @@ fn a_compressed_cache_serves_exact_bodies_and_counts_what_it_keeps() {
 
 #[test]
 fn ingest_trains_the_dictionary_once_the_cache_holds_enough_orders() {
-    let cache = Cache::builder()
-        .compression(Compression::Zstd)
-        .train_after(200)
-        .build();
+    let cache = zstd_after(200);
     cache.insert(orders(0..199));
     assert!(!cache.stats().dictionary);
     cache.insert(orders(199..200));
@@ -591,10 +584,7 @@ fn without_compression_nothing_is_trained_or_packed() {
 
 #[test]
 fn a_restore_trains_on_its_first_orders_and_packs_them_all() {
-    let cache = Cache::builder()
-        .compression(Compression::Zstd)
-        .train_after(200)
-        .build();
+    let cache = zstd_after(200);
     let (codec, entries) = cache.restore_codec(orders(0..300).into_iter());
     assert!(codec.is_some());
     assert!(cache.stats().dictionary);
@@ -609,10 +599,7 @@ fn a_restore_trains_on_its_first_orders_and_packs_them_all() {
 
 #[test]
 fn a_restore_of_too_few_orders_packs_none_and_ingest_trains_later() {
-    let cache = Cache::builder()
-        .compression(Compression::Zstd)
-        .train_after(200)
-        .build();
+    let cache = zstd_after(200);
     let (codec, entries) = cache.restore_codec(orders(0..150).into_iter());
     assert!(codec.is_none());
     cache.merge(Snapshot::build(codec, entries));
@@ -793,10 +780,7 @@ fn a_compressed_cache_admits_an_order_that_fits_packed() {
 /// in place once it has read ahead.
 #[test]
 fn a_restore_takes_the_dictionary_trained_while_it_read_ahead() {
-    let cache = Cache::builder()
-        .compression(Compression::Zstd)
-        .train_after(200)
-        .build();
+    let cache = zstd_after(200);
     // A training under way, as ingest starts one on a thread of its own.
     cache.inner.training.store(true, Ordering::SeqCst);
     let trainer = cache.clone();
@@ -824,11 +808,7 @@ fn a_restore_takes_the_dictionary_trained_while_it_read_ahead() {
 
 #[test]
 fn a_large_order_stays_plain_and_its_readers_share_the_cached_bytes() {
-    let samples: Vec<Bytes> = orders(1000..1500)
-        .into_iter()
-        .map(|(_, json)| json)
-        .collect();
-    let cache = compressed_on(None, &samples);
+    let cache = trained_on_orders();
     let mut large = order_json(7).to_vec();
     large.resize(compact::MAX_PACKED + 1, b' ');
     cache.insert([(uid("large"), Bytes::from(large.clone()))]);
@@ -838,4 +818,22 @@ fn a_large_order_stays_plain_and_its_readers_share_the_cached_bytes() {
     let (a, b) = (cache.get("large").unwrap(), cache.get("large").unwrap());
     assert_eq!(a, large);
     assert_eq!(a.as_ptr(), b.as_ptr(), "one copy, shared by both reads");
+}
+
+/// A cache that packs with zstd once it holds `orders` to train on.
+fn zstd_after(orders: usize) -> Cache {
+    Cache::builder()
+        .compression(Compression::Zstd)
+        .train_after(orders)
+        .build()
+}
+
+/// An unlimited cache whose dictionary is trained on orders like
+/// [`order_json`]'s (other ones than the tests store).
+fn trained_on_orders() -> Cache {
+    let samples: Vec<Bytes> = orders(1000..1500)
+        .into_iter()
+        .map(|(_, json)| json)
+        .collect();
+    compressed_on(None, &samples)
 }
