@@ -37,20 +37,22 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 152;
 /// `tests/cache_memory.rs`.
 const PACKED_OVERHEAD: u64 = 48;
 
-/// The memory a cached order costs against a budget: its id and JSON, a
-/// sixth more for the allocator's rounding up to its size classes, and
-/// 144 bytes for the entry, its map node and its queue slots.
+/// The memory a cached order kept as JSON costs against a budget: its id
+/// and JSON, a sixth more for the allocator's rounding up to its size
+/// classes, and 152 bytes for the entry, its map node and its queue slots.
+/// A packed order ([`Compression::Zstd`]) costs the same of its frame
+/// instead of its JSON, and 48 bytes more.
 ///
 /// Measured, not derived: `tests/cache_memory.rs` fills caches with orders
 /// of random sizes under mimalloc (the server's allocator) and fails if the
 /// resident memory they take exceeds what this counts. Under mimalloc the
-/// memory beyond id and JSON came to 153 B an entry for 100-300 B bodies,
-/// 224 B for 200-1,400 B and 1,307 B for 4-12 kB (size classes a quarter
-/// apart grow with the body); this counts 181, 281 and 1,484. A 64 MiB
-/// budget through which four budgets of orders went held 71 MiB resident
-/// (1.10x): freed memory the allocator keeps, and the ghost queue. Other
-/// allocators (glibc's) round differently: measure before relying on a
-/// tight budget.
+/// memory beyond id and JSON came to 177 B an entry for 100-300 B bodies,
+/// 247 B for 200-1,400 B and 1,317 B for 4-12 kB (size classes a quarter
+/// apart grow with the body); this counts 215, 315 and 1,518. A 64 MiB
+/// budget through which four budgets of orders went held 68-72 MiB
+/// resident (1.06-1.13x): freed memory the allocator keeps, and the ghost
+/// queue. Other allocators (glibc's) round differently: measure before
+/// relying on a tight budget.
 ///
 /// # Examples
 ///
