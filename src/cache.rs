@@ -72,6 +72,12 @@ fn cost_of(data_len: usize) -> u64 {
     data + data / 6 + ENTRY_OVERHEAD
 }
 
+/// What an entry keeping `body_len` bytes for an id of `uid_len` costs,
+/// packed or as JSON.
+fn kept_cost(uid_len: usize, body_len: usize, packed: bool) -> u64 {
+    cost_of(uid_len + body_len) + if packed { PACKED_OVERHEAD } else { 0 }
+}
+
 /// Every known order's response bytes, keyed by id. Cheap to clone: clones
 /// share the same cache.
 ///
@@ -360,8 +366,9 @@ impl Entry {
             let frame = codec.pack(json)?;
             // A packed entry counts `PACKED_OVERHEAD` more, and every read
             // decompresses it: a frame that saves less is not worth it.
-            let saves = cost_of(uid.as_str().len() + frame.len()) + PACKED_OVERHEAD
-                < cost_of(uid.as_str().len() + json.len());
+            let uid_len = uid.as_str().len();
+            let saves =
+                kept_cost(uid_len, frame.len(), true) < kept_cost(uid_len, json.len(), false);
             saves.then(|| (frame, codec.clone(), json_len))
         });
         let (body, codec, json_len) = match packed {
@@ -391,11 +398,7 @@ impl Entry {
 
     /// What the entry costs against a budget: what it keeps, packed or not.
     fn cost(&self) -> u64 {
-        let cost = cost_of(self.uid.len() + self.body.len());
-        match self.codec {
-            None => cost,
-            Some(_) => cost + PACKED_OVERHEAD,
-        }
+        kept_cost(self.uid.len(), self.body.len(), self.codec.is_some())
     }
 
     /// The response bytes: the cached allocation itself for plain JSON, a
@@ -846,10 +849,16 @@ impl Cache {
         }
         next.recent.truncate(RECENT);
         if changed {
-            let next = Arc::new(next);
-            self.inner.current.store(next.clone());
-            self.train_when_due(&next);
+            self.publish(next);
         }
+    }
+
+    /// Makes `next` the current snapshot, and trains the dictionary if it
+    /// now holds enough orders.
+    fn publish(&self, next: Snapshot) {
+        let next = Arc::new(next);
+        self.inner.current.store(next.clone());
+        self.train_when_due(&next);
     }
 
     /// With [`Compression::Zstd`] and no dictionary yet, once the cache
@@ -870,18 +879,8 @@ impl Cache {
         {
             return;
         }
-        let mut bytes = 0;
-        let samples: Vec<Sample> = current
-            .orders
-            .keys()
-            .take(self.inner.train_after)
-            .take_while(|slot| {
-                let more = bytes < compact::SAMPLE_BYTES;
-                bytes += slot.0.body.len();
-                more
-            })
-            .map(|slot| Sample(slot.0.clone()))
-            .collect();
+        let mut slots = current.orders.keys().map(|slot| Sample(slot.0.clone()));
+        let (samples, _) = self.samples(&mut slots, |sample| sample.0.body.len());
         let cache = self.clone();
         let spawned = std::thread::Builder::new()
             .name("order-cache-dictionary".into())
@@ -933,15 +932,7 @@ impl Cache {
         }
         // Read ahead no more than the dictionary is trained on: the budget
         // is only looked at after.
-        let (mut head, mut bytes) = (Vec::new(), 0);
-        while head.len() < self.inner.train_after && bytes < compact::SAMPLE_BYTES {
-            let Some((uid, json)) = entries.next() else {
-                break;
-            };
-            bytes += json.len();
-            head.push((uid, json));
-        }
-        let enough = head.len() == self.inner.train_after || bytes >= compact::SAMPLE_BYTES;
+        let (head, enough) = self.samples(&mut entries, |(_, json)| json.len());
         let codec = if enough && !self.inner.training.swap(true, Ordering::SeqCst) {
             let samples: Vec<&[u8]> = head.iter().map(|(_, json)| &json[..]).collect();
             self.train(&samples)
@@ -950,6 +941,26 @@ impl Cache {
             self.inner.current.load().codec.clone()
         };
         (codec, head.into_iter().chain(entries))
+    }
+
+    /// The first of `items` to train a dictionary on: `train_after` of
+    /// them, or fewer once they come to `SAMPLE_BYTES` (the one that crosses
+    /// it included), taken from `items` and no further. Also whether that is
+    /// enough to train on, i.e. `items` did not end first.
+    fn samples<T>(
+        &self,
+        items: &mut impl Iterator<Item = T>,
+        len: impl Fn(&T) -> usize,
+    ) -> (Vec<T>, bool) {
+        let (mut taken, mut bytes) = (Vec::new(), 0);
+        while taken.len() < self.inner.train_after && bytes < compact::SAMPLE_BYTES {
+            let Some(item) = items.next() else {
+                return (taken, false);
+            };
+            bytes += len(&item);
+            taken.push(item);
+        }
+        (taken, true)
     }
 
     /// Adds an entry to `next` and to the policy's queues, then evicts from
@@ -1010,9 +1021,7 @@ impl Cache {
             }
             policy.evict(|victim| built.evict(victim));
         }
-        let built = Arc::new(built);
-        self.inner.current.store(built.clone());
-        self.train_when_due(&built);
+        self.publish(built);
     }
 
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, Option<S3Fifo>> {
