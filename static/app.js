@@ -10,6 +10,9 @@ const PAYMENT_FIELDS = ["transaction", "request_id", "currency", "provider", "am
   "payment_dt", "bank", "delivery_cost", "goods_total", "custom_fee"];
 const ITEM_FIELDS = ["chrt_id", "track_number", "price", "rid", "name", "sale", "size",
   "total_price", "nm_id", "brand", "status"];
+// Every key of an order the page knows; any other is shown under "Other
+// fields" (the service keeps fields it does not know, at every level).
+const ORDER_FIELDS = [...HEADER_FIELDS, "delivery", "payment", "items"];
 
 // The page may be mounted under a prefix: resolve API paths against it.
 function base() {
@@ -19,38 +22,94 @@ function base() {
 
 function $(id) { return document.getElementById(id); }
 
-// A JSON number token, as the grammar defines it.
-const NUMBER_RE = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$/;
+// A JSON number as the text that was sent. A JavaScript number would round
+// integers above 2^53 (an amount of 9223372036854775807 would read
+// 9223372036854776000) and forget how the number was written (1e3, 1.0).
+class JsonNumber {
+  constructor(text) { this.text = text; }
+  toString() { return this.text; }
+}
 
-// JSON.parse, except that every number comes back as its text, exactly as
-// sent: a JavaScript number would round integers above 2^53 (an amount of
-// 9223372036854775807 would read 9223372036854776000). Each number token
-// outside a string is quoted, then JSON.parse reads (and checks) the rest.
-// (JSON.parse's reviver sees a number's source text only in some browsers.)
+const STRING_RE = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
+const NUMBER_RE = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+const WS_RE = /[ \t\n\r]*/y;
+
+// JSON.parse, except that every number comes back as a JsonNumber and every
+// object as a Map. A Map keeps the keys in the order they were sent (an
+// object moves keys like "42" to the front) and holds any key as plain data,
+// "__proto__" too. A string is JSON.parse's to unescape.
 function parseExact(text) {
-  const parts = [];
-  let copied = 0;
   let i = 0;
-  while (i < text.length) {
+  const fail = () => { throw new SyntaxError("not JSON at offset " + i); };
+  const match = (re) => {
+    re.lastIndex = i;
+    const m = re.exec(text);
+    if (m === null) fail();
+    i = re.lastIndex;
+    return m[0];
+  };
+  const skip = () => match(WS_RE);
+  const expect = (c) => {
+    skip();
+    if (text[i] !== c) fail();
+    i += 1;
+  };
+  // Whether the next token is `c`, taking it if so.
+  const next = (c) => {
+    skip();
+    if (text[i] !== c) return false;
+    i += 1;
+    return true;
+  };
+  const value = () => {
+    skip();
     const c = text[i];
-    if (c === '"') {
-      // A string's digits are text; its escapes are JSON.parse's to read.
+    if (c === "{") {
       i += 1;
-      while (i < text.length && text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
-      i += 1;
-    } else if (c === "-" || (c >= "0" && c <= "9")) {
-      let j = i + 1;
-      while (j < text.length && "0123456789eE.+-".includes(text[j])) j += 1;
-      const number = text.slice(i, j);
-      if (!NUMBER_RE.test(number)) throw new SyntaxError("not a JSON number: " + number);
-      parts.push(text.slice(copied, i), '"', number, '"');
-      copied = i = j;
-    } else {
-      i += 1;
+      const map = new Map();
+      if (next("}")) return map;
+      do {
+        skip();
+        const key = JSON.parse(match(STRING_RE));
+        expect(":");
+        map.set(key, value());
+      } while (next(","));
+      expect("}");
+      return map;
     }
+    if (c === "[") {
+      i += 1;
+      const list = [];
+      if (next("]")) return list;
+      do {
+        list.push(value());
+      } while (next(","));
+      expect("]");
+      return list;
+    }
+    if (c === '"') return JSON.parse(match(STRING_RE));
+    for (const [word, literal] of [["true", true], ["false", false], ["null", null]]) {
+      if (text.startsWith(word, i)) {
+        i += word.length;
+        return literal;
+      }
+    }
+    return new JsonNumber(match(NUMBER_RE));
+  };
+  const result = value();
+  skip();
+  if (i !== text.length) fail();
+  return result;
+}
+
+// A value from parseExact as compact JSON, each number as it was sent.
+function jsonText(v) {
+  if (v instanceof JsonNumber) return v.text;
+  if (Array.isArray(v)) return "[" + v.map(jsonText).join(",") + "]";
+  if (v instanceof Map) {
+    return "{" + Array.from(v, ([k, x]) => JSON.stringify(k) + ":" + jsonText(x)).join(",") + "}";
   }
-  parts.push(text.slice(copied));
-  return JSON.parse(parts.join(""));
+  return JSON.stringify(v);
 }
 
 function setStatus(text, kind) {
@@ -59,40 +118,84 @@ function setStatus(text, kind) {
   s.className = kind || "";
 }
 
+function field(name, text) {
+  const dt = document.createElement("dt");
+  dt.textContent = name;
+  const dd = document.createElement("dd");
+  dd.textContent = text;
+  dd.dataset.field = name;
+  return [dt, dd];
+}
+
 function fillList(dl, obj, fields) {
-  dl.replaceChildren();
-  for (const f of fields) {
-    const dt = document.createElement("dt");
-    dt.textContent = f;
-    const dd = document.createElement("dd");
-    dd.textContent = String(obj[f]);
-    dd.dataset.field = f;
-    dl.append(dt, dd);
-  }
+  dl.replaceChildren(...fields.flatMap((f) => field(f, String(obj.get(f)))));
+}
+
+// The fields of `obj` the page does not know, in the order they were sent.
+function otherFields(obj, known) {
+  return Array.from(obj).filter(([name]) => !known.includes(name));
+}
+
+// Fields the service kept without knowing them. A value that is not a
+// string is shown as its JSON text, and marked so, so that the number 1e3
+// and the text "1e3" can be told apart.
+function fillOther(dl, fields) {
+  dl.replaceChildren(...fields.flatMap(([name, value]) => {
+    const [dt, dd] = field(name, typeof value === "string" ? value : jsonText(value));
+    if (typeof value !== "string") dd.classList.add("json");
+    return [dt, dd];
+  }));
+}
+
+// One "Other fields" list: filled, and shown only when there are any.
+function showOther(id, obj, known) {
+  const fields = otherFields(obj, known);
+  fillOther($(id + "-fields"), fields);
+  $(id).hidden = fields.length === 0;
 }
 
 function render(order) {
-  document.querySelector('[data-field="order_uid"]').textContent = order.order_uid;
+  document.querySelector('[data-field="order_uid"]').textContent = order.get("order_uid");
   fillList($("order-fields"), order, HEADER_FIELDS.filter((f) => f !== "order_uid"));
-  fillList($("delivery-fields"), order.delivery, DELIVERY_FIELDS);
-  fillList($("payment-fields"), order.payment, PAYMENT_FIELDS);
+  showOther("order-other", order, ORDER_FIELDS);
+  fillList($("delivery-fields"), order.get("delivery"), DELIVERY_FIELDS);
+  showOther("delivery-other", order.get("delivery"), DELIVERY_FIELDS);
+  fillList($("payment-fields"), order.get("payment"), PAYMENT_FIELDS);
+  showOther("payment-other", order.get("payment"), PAYMENT_FIELDS);
   const headRow = $("items").querySelector("thead tr");
   headRow.replaceChildren(...ITEM_FIELDS.map((f) => {
     const th = document.createElement("th");
     th.textContent = f;
     return th;
   }));
-  $("items").querySelector("tbody").replaceChildren(...order.items.map((item) => {
-    const tr = document.createElement("tr");
-    for (const f of ITEM_FIELDS) {
-      const td = document.createElement("td");
-      td.textContent = String(item[f]);
-      td.dataset.label = f;
-      tr.append(td);
-    }
-    return tr;
-  }));
+  $("items").querySelector("tbody").replaceChildren(...order.get("items").flatMap(itemRows));
   $("order").hidden = false;
+}
+
+// An item's row, and when it has other fields, a row under it that holds
+// them across the whole width (as a column they would widen the table).
+function itemRows(item) {
+  const tr = document.createElement("tr");
+  for (const f of ITEM_FIELDS) {
+    const td = document.createElement("td");
+    td.textContent = String(item.get(f));
+    td.dataset.label = f;
+    tr.append(td);
+  }
+  const fields = otherFields(item, ITEM_FIELDS);
+  if (fields.length === 0) return [tr];
+  tr.className = "has-other";
+  const dl = document.createElement("dl");
+  dl.className = "fields other-fields";
+  fillOther(dl, fields);
+  const td = document.createElement("td");
+  td.colSpan = ITEM_FIELDS.length;
+  td.dataset.label = "other fields";
+  td.append(dl);
+  const other = document.createElement("tr");
+  other.className = "other";
+  other.append(td);
+  return [tr, other];
 }
 
 // The lookup whose answer may be shown; an earlier one still in flight is
