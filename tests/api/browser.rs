@@ -1,7 +1,8 @@
 //! The lookup page in a real browser: Debian's Chromium, driven by
 //! Playwright (`tests/browser/page.test.mjs`), against the service holding
-//! an ordinary order, one whose text fields are HTML and script, and one
-//! whose integers are beyond what a JavaScript number holds exactly.
+//! an ordinary order, one whose text fields are HTML and script, one
+//! whose integers are beyond what a JavaScript number holds exactly, and
+//! one with fields the model does not know at every level.
 //!
 //! The live status strip is checked against the service's own numbers: a
 //! dead letter is published first, and a trickle of orders when the script
@@ -26,6 +27,35 @@ use crate::services::temp_dir;
 const ORDER_ID: &str = "b563feb7b2b84b6test";
 const HOSTILE_ID: &str = "hostile-markup-order";
 const BIG_ID: &str = "big-integers-order";
+const OTHER_ID: &str = "unknown-fields-order";
+
+/// An order with fields the model does not know, kept by the service, at
+/// every level: names and values in markup, a nested object, `null`, `true`,
+/// an empty string, numbers written `1e3`, `1.0` and `-2.5E-3`, a field named
+/// `__proto__`; and a date with an offset and nanoseconds. Text, not a
+/// `Value`: serde_json would write `1e3` as `1000.0`. `page.test.mjs`
+/// expects exactly these (its `OTHER_EXACT` and `OTHER_DATE`).
+const OTHER_ORDER: &str = concat!(
+    r#"{"order_uid":"unknown-fields-order","track_number":"WBILMTESTTRACK","entry":"WBIL","#,
+    r#""delivery":{"name":"Test Testov","phone":"+9720000000","zip":"2639809","city":"Kiryat Mozkin","#,
+    r#""address":"Ploshad Mira 15","region":"Kraiot","email":"test@gmail.com","floor":3,"#,
+    r#""<img src=x onerror=\"window.__pwned = 9\">":"<b>ring twice</b>","geo":{"lat":55.75,"lon":37.61}},"#,
+    r#""payment":{"transaction":"unknown-fields-order","request_id":"","currency":"USD","provider":"wbpay","#,
+    r#""amount":1817,"payment_dt":1637907727,"bank":"alpha","delivery_cost":1500,"goods_total":317,"#,
+    r#""custom_fee":0,"installments":[1e3,2],"refundable":false},"#,
+    r#""items":[{"chrt_id":9934930,"track_number":"WBILMTESTTRACK","price":453,"rid":"ab4219087a764ae0btest","#,
+    r#""name":"Mascaras","sale":30,"size":"0","total_price":317,"nm_id":2389212,"brand":"Vivienne Sabo","#,
+    r#""status":202,"color":"red","dims":{"w":1.0,"h":2e-1},"gift":null},"#,
+    r#"{"chrt_id":9934931,"track_number":"WBILMTESTTRACK","price":453,"rid":"ab4219087a764ae1btest","#,
+    r#""name":"Mascaras","sale":30,"size":"0","total_price":317,"nm_id":2389212,"brand":"Vivienne Sabo","#,
+    r#""status":202,"<iframe src=\"javascript:window.__pwned = 8\">":"1.0"}],"#,
+    r#""locale":"en","internal_signature":"","customer_id":"test","delivery_service":"meest","#,
+    r#""shardkey":"9","sm_id":99,"date_created":"2026-12-01T23:39:28.708645252+03:00","oof_shard":"1","#,
+    r#""<img src=x onerror=\"window.__pwned = 5\">":"<script>window.__pwned = 6</script>","#,
+    r#""weight":1e3,"gift_wrap":true,"note":null,"comment":"","#,
+    r#""meta":{"source":"<svg onload=\"window.__pwned = 7\">","tags":["a",1.0,null],"deep":{"n":-2.5E-3}},"#,
+    r#""__proto__":{"polluted":"yes"}}"#,
+);
 
 /// The example order with integers above 2^53 (where a JavaScript number
 /// starts rounding): i64::MAX, and 2^53 + 1, the first it cannot hold.
@@ -147,6 +177,10 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
     app.publish_order(&big_integers_order()).await;
     let served = app.wait_for_order(BIG_ID).await;
     assert_eq!(served, big_integers_order(), "the big integers are kept");
+    app.publish(OTHER_ORDER, Some(OTHER_ID)).await;
+    let served = app.wait_for_order(OTHER_ID).await;
+    let sent: Value = serde_json::from_str(OTHER_ORDER).expect("OTHER_ORDER is JSON");
+    assert_eq!(served, sent, "the unknown fields and the date are kept");
     app.publish(&b"not an order"[..], None).await;
     app.dead_letters(1).await;
     let signals = temp_dir("browser-live");
@@ -164,6 +198,7 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
         .env("ORDER_ID", ORDER_ID)
         .env("HOSTILE_ID", HOSTILE_ID)
         .env("BIG_ID", BIG_ID)
+        .env("OTHER_ID", OTHER_ID)
         .env("SCREENSHOT_DIR", format!("{root}/docs"))
         .env("LIVE_SIGNAL", &signal)
         .env("LIVE_COUNT", LIVE_COUNT.to_string())
@@ -172,7 +207,7 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
     publisher.abort();
     let _ = std::fs::remove_dir_all(&signals);
     assert!(
-        stdout.contains("12 of 12 browser checks passed"),
+        stdout.contains("14 of 14 browser checks passed"),
         "{stdout}"
     );
     app.stop().await.expect("clean stop");

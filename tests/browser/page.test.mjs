@@ -8,6 +8,9 @@
 //   ORDER_ID        an order the server holds
 //   HOSTILE_ID      an order whose text fields hold HTML and script
 //   BIG_ID          an order holding the integers in BIG below
+//   OTHER_ID        an order with fields the page does not know at every
+//                   level, some written as in OTHER_EXACT below, and a date
+//                   with an offset and nanoseconds (OTHER_DATE)
 //   SCREENSHOT_DIR  where the screenshots go (the repository's docs/)
 //   LIVE_SIGNAL     a file to create when the server should start publishing
 //                   orders (browser.rs then publishes LIVE_COUNT, one every
@@ -31,6 +34,7 @@ const BASE_URL = env("BASE_URL");
 const ORDER_ID = env("ORDER_ID");
 const HOSTILE_ID = env("HOSTILE_ID");
 const BIG_ID = env("BIG_ID");
+const OTHER_ID = env("OTHER_ID");
 const SCREENSHOT_DIR = env("SCREENSHOT_DIR");
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
 const LIVE_SIGNAL = env("LIVE_SIGNAL");
@@ -51,6 +55,19 @@ function expectedRequest(url) {
   return ["/", "/app.js", "/style.css", "/favicon.svg", "/orders", "/status"].includes(path)
     || /^\/orders\/[^/]+$/.test(path);
 }
+
+// The fields the page lists by name, as the model has them (openapi.yaml);
+// any other field of an order is shown under "Other fields" of its parent.
+const KNOWN = {
+  order: ["order_uid", "track_number", "entry", "delivery", "payment", "items", "locale",
+    "internal_signature", "customer_id", "delivery_service", "shardkey", "sm_id", "date_created",
+    "oof_shard"],
+  delivery: ["name", "phone", "zip", "city", "address", "region", "email"],
+  payment: ["transaction", "request_id", "currency", "provider", "amount", "payment_dt", "bank",
+    "delivery_cost", "goods_total", "custom_fee"],
+  item: ["chrt_id", "track_number", "price", "rid", "name", "sale", "size", "total_price", "nm_id",
+    "brand", "status"],
+};
 
 async function orderJson(id) {
   const res = await fetch(new URL(`orders/${encodeURIComponent(id)}`, BASE_URL));
@@ -82,6 +99,41 @@ async function bigOrder() {
     assert.ok(text.includes(`"${last}":${exact}`), `the API sends ${path} as ${exact}`);
     assert.notEqual(String(parent[last]), exact, `a JavaScript number cannot hold ${path}`);
     parent[last] = exact;
+  }
+  return order;
+}
+
+// A value the API sends as JSON text that JSON.parse cannot give back (1e3
+// reads 1000, 1.0 reads 1): the text the page must show for it.
+class Exact {
+  constructor(text) { this.text = text; }
+}
+
+// What browser.rs put into the OTHER_ID order beside the model's fields
+// (it holds these and more): each path, and the JSON text the API sends and
+// the page shows for it.
+const OTHER_DATE = "2026-12-01T23:39:28.708645252+03:00";
+const OTHER_EXACT = [
+  [["weight"], "1e3"],
+  [["meta"], '{"source":"<svg onload=\\"window.__pwned = 7\\">","tags":["a",1.0,null],"deep":{"n":-2.5E-3}}'],
+  [["payment", "installments"], "[1e3,2]"],
+  [["items", 0, "dims"], '{"w":1.0,"h":2e-1}'],
+];
+
+// The OTHER_ID order with each value in OTHER_EXACT as the exact text the
+// API sends.
+async function otherOrder() {
+  const res = await fetch(new URL(`orders/${encodeURIComponent(OTHER_ID)}`, BASE_URL));
+  assert.equal(res.status, 200, `the API serves order ${OTHER_ID}`);
+  const text = await res.text();
+  const order = JSON.parse(text);
+  assert.equal(order.date_created, OTHER_DATE, "the API sends the date as it was sent");
+  for (const [path, exact] of OTHER_EXACT) {
+    const keys = [...path];
+    const last = keys.pop();
+    const parent = keys.reduce((o, k) => o[k], order);
+    assert.ok(text.includes(`${JSON.stringify(last)}:${exact}`), `the API sends ${path.join(".")} as ${exact}`);
+    parent[last] = new Exact(exact);
   }
   return order;
 }
@@ -143,14 +195,41 @@ async function open(browser, device) {
   return { page, close };
 }
 
+// The fields of `obj` the page does not know, each as [name, the text the
+// page shows for it, whether that text is JSON]: a string as itself, any
+// other value as its JSON text.
+function otherFields(obj, known) {
+  return Object.entries(obj).filter(([k]) => !known.includes(k)).map(([k, v]) => {
+    if (v instanceof Exact) return [k, v.text, true];
+    return typeof v === "string" ? [k, v, false] : [k, JSON.stringify(v), true];
+  });
+}
+
+// An "Other fields" list on the page (none: no fields), as otherFields
+// gives it, and whether each name and value is visible.
+async function shownOther(dl) {
+  if (await dl.count() === 0) return [];
+  return dl.evaluate((e) => {
+    const children = [...e.children];
+    const out = [];
+    for (let i = 0; i < children.length; i += 2) {
+      const [dt, dd] = [children[i], children[i + 1]];
+      if (dt.tagName !== "DT" || dd?.tagName !== "DD") throw new Error("not pairs of dt and dd");
+      const shows = dt.checkVisibility() && dd.checkVisibility();
+      out.push([dt.textContent, dd.textContent, dd.classList.contains("json"), shows]);
+    }
+    return out;
+  });
+}
+
 // Every field of the order is on the page, as exactly the text the API
-// holds, and visible. Walks the JSON, not the page, so a field the page
-// forgot fails the check.
+// holds, and visible: the model's fields by name, any other under "Other
+// fields" of its parent, in the order the API sent them. Walks the JSON,
+// not the page, so a field the page forgot fails the check.
 async function assertShowsOrder(page, order) {
   await page.locator("#order").waitFor({ state: "visible" });
   const heading = page.locator('#order h2 [data-field="order_uid"]');
   assert.equal(await heading.textContent(), order.order_uid);
-  const lists = { "": "#order-fields", delivery: "#delivery-fields", payment: "#payment-fields" };
   let checked = 0;
   const expectText = async (locator, value, where) => {
     assert.equal(await locator.count(), 1, `${where} is on the page once`);
@@ -158,24 +237,58 @@ async function assertShowsOrder(page, order) {
     assert.ok(await locator.isVisible(), `${where} is visible`);
     checked += 1;
   };
-  for (const [key, value] of Object.entries(order)) {
-    if (key === "order_uid" || key === "items") continue;
-    if (value !== null && typeof value === "object") {
-      for (const [k, v] of Object.entries(value)) {
-        await expectText(page.locator(`${lists[key]} dd[data-field="${k}"]`), v, `${key}.${k}`);
-      }
-    } else {
-      await expectText(page.locator(`${lists[""]} dd[data-field="${key}"]`), value, key);
-    }
+  // `box` holds the list, and shows only when the list has something in it.
+  const expectOther = async (box, obj, known, where) => {
+    const want = otherFields(obj, known).map((f) => [...f, true]);
+    assert.deepEqual(await shownOther(box.locator("dl")), want, `${where}: the other fields, as sent, and visible`);
+    assert.equal(await box.isVisible(), want.length > 0, `${where}: "Other fields" shows when there are any`);
+    checked += want.length;
+  };
+  for (const key of KNOWN.order) {
+    if (key === "order_uid" || key === "delivery" || key === "payment" || key === "items") continue;
+    await expectText(page.locator(`#order-fields dd[data-field="${key}"]`), order[key], key);
   }
-  const rows = page.locator("#items tbody tr");
-  assert.equal(await rows.count(), order.items.length, "one row per item");
-  for (const [i, item] of order.items.entries()) {
-    for (const [k, v] of Object.entries(item)) {
-      await expectText(rows.nth(i).locator(`td[data-label="${k}"]`), v, `items[${i}].${k}`);
+  await expectOther(page.locator("#order-other"), order, KNOWN.order, "order");
+  for (const part of ["delivery", "payment"]) {
+    for (const k of KNOWN[part]) {
+      await expectText(page.locator(`#${part}-fields dd[data-field="${k}"]`), order[part][k], `${part}.${k}`);
     }
+    await expectOther(page.locator(`#${part}-other`), order[part], KNOWN[part], part);
+  }
+  // One row per item, and under an item with other fields, a row of them.
+  const rows = page.locator("#items tbody tr:not(.other)");
+  assert.equal(await rows.count(), order.items.length, "one row per item");
+  const withOther = order.items.filter((item) => otherFields(item, KNOWN.item).length > 0);
+  assert.equal(await page.locator("#items tbody tr.other").count(), withOther.length, "a row of other fields per item with any");
+  for (const [i, item] of order.items.entries()) {
+    for (const k of KNOWN.item) {
+      await expectText(rows.nth(i).locator(`td[data-label="${k}"]`), item[k], `items[${i}].${k}`);
+    }
+    const under = rows.nth(i).locator("xpath=following-sibling::tr[1][@class='other']");
+    await expectOther(under, item, KNOWN.item, `items[${i}]`);
   }
   return checked;
+}
+
+// Whether anything in the order was run or made into an element, or
+// changed every object (a field named "__proto__").
+async function effects(page) {
+  await page.waitForTimeout(0);
+  return page.evaluate(() => ({
+    pwned: window.__pwned ?? null,
+    elements: document.querySelectorAll("#order img, #order script, #order svg, #order iframe, #order b").length,
+    polluted: ({}).polluted ?? null,
+  }));
+}
+
+// The other field `name` in the list `box`, as shown: its text, and
+// whether it is marked as JSON. Null when it is not there.
+async function otherField(page, box, name) {
+  return page.locator(box).evaluate((list, name) => {
+    const dt = [...list.querySelectorAll("dt")].find((d) => d.textContent === name);
+    const dd = dt?.nextElementSibling;
+    return dd ? { text: dd.textContent, json: dd.classList.contains("json") } : null;
+  }, name);
 }
 
 async function statusText(page) {
@@ -283,12 +396,7 @@ check("an order holding HTML and script is shown as text and runs nothing", asyn
   const { page, close } = await open(browser, DESKTOP);
   await page.goto(`${BASE_URL}?id=${encodeURIComponent(HOSTILE_ID)}`);
   await assertShowsOrder(page, order);
-  await page.waitForTimeout(0);
-  const effects = await page.evaluate(() => ({
-    pwned: window.__pwned ?? null,
-    elements: document.querySelectorAll("#order img, #order script, #order svg, #order iframe, #order b").length,
-  }));
-  assert.deepEqual(effects, { pwned: null, elements: 0 });
+  assert.deepEqual(await effects(page), { pwned: null, elements: 0, polluted: null });
   await close();
 });
 
@@ -301,6 +409,50 @@ check("integers above 2^53 are shown exactly as sent", async (browser) => {
     await page.locator('#payment-fields dd[data-field="amount"]').textContent(),
     "9223372036854775807",
   );
+  await close();
+});
+
+check("fields the service does not know are shown as text under their parent, and the date as sent", async (browser) => {
+  const order = await otherOrder();
+  assert.ok(Object.keys(order).some((k) => k.includes("<img")), "the test order has a field named in markup");
+  assert.ok(Object.hasOwn(order, "__proto__"), "and one named __proto__");
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(`${BASE_URL}?id=${encodeURIComponent(OTHER_ID)}`);
+  const n = await assertShowsOrder(page, order);
+  assert.ok(n >= 50, `checked ${n} fields`);
+  assert.equal(await page.locator('#order-fields dd[data-field="date_created"]').textContent(), OTHER_DATE);
+  // A few of them by hand, under the parent each belongs to; a value that
+  // is not a string is marked as JSON (1.0 the number, "1.0" the text).
+  const json = (text) => ({ text, json: true });
+  assert.deepEqual(await otherField(page, "#order-other-fields", "weight"), json("1e3"));
+  assert.deepEqual(await otherField(page, "#order-other-fields", '<img src=x onerror="window.__pwned = 5">'),
+    { text: "<script>window.__pwned = 6</script>", json: false });
+  assert.equal(await otherField(page, "#delivery-other-fields", "weight"), null, "an order's field is not the delivery's");
+  assert.deepEqual(await otherField(page, "#delivery-other-fields", "floor"), json("3"));
+  assert.deepEqual(await otherField(page, "#payment-other-fields", "installments"), json("[1e3,2]"));
+  assert.deepEqual(await otherField(page, "#items tbody tr:nth-child(2).other", "dims"), json('{"w":1.0,"h":2e-1}'));
+  assert.deepEqual(await otherField(page, "#items tbody tr:nth-child(4).other",
+    '<iframe src="javascript:window.__pwned = 8">'), { text: "1.0", json: false });
+  const wrap = await page.locator(".table-wrap").evaluate((e) => [e.scrollWidth, e.clientWidth]);
+  assert.ok(wrap[0] <= wrap[1], `the items table still fits a desktop window without scrolling (${wrap})`);
+  assert.deepEqual(await effects(page), { pwned: null, elements: 0, polluted: null });
+  await close();
+});
+
+check("on a phone-width screen an order's other fields fit and read under their parent", async (browser) => {
+  const order = await otherOrder();
+  const { page, close } = await open(browser, PHONE);
+  await page.goto(`${BASE_URL}?id=${encodeURIComponent(OTHER_ID)}`);
+  await assertShowsOrder(page, order);
+  const layout = await page.evaluate(() => ({
+    pageWidth: document.documentElement.scrollWidth,
+    viewport: window.innerWidth,
+    orderOther: document.querySelector("#order-other").getBoundingClientRect(),
+    delivery: document.querySelector("#delivery-fields").getBoundingClientRect(),
+  }));
+  assert.ok(layout.pageWidth <= layout.viewport, `no sideways scrolling (${layout.pageWidth} > ${layout.viewport})`);
+  assert.ok(layout.orderOther.bottom <= layout.delivery.top, "the order's other fields come before the delivery");
+  assert.deepEqual(await effects(page), { pwned: null, elements: 0, polluted: null });
   await close();
 });
 
