@@ -82,9 +82,9 @@ start_nats() {
 }
 
 # The end-to-end checks' tools (cargo feature `e2e`): Debian's Chromium,
-# Node.js with playwright-core from tests/browser/package-lock.json, and
-# schemathesis in a virtualenv of its own. Exports CHROMIUM and
-# SCHEMATHESIS for the tests.
+# Node.js with playwright-core from tests/browser/package-lock.json,
+# schemathesis in a virtualenv of its own, and the interop producers' tools
+# (ensure_interop_tools). Exports CHROMIUM and SCHEMATHESIS for the tests.
 SCHEMATHESIS_VERSION=4.32.5
 ensure_e2e_tools() {
   local root=$1 cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/order_cache
@@ -101,6 +101,36 @@ ensure_e2e_tools() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
   fi
   export SCHEMATHESIS=$venv/bin/schemathesis
+  ensure_interop_tools "$root"
+}
+
+# The tools of the producers in other languages that tests/api/interop.rs
+# runs (tests/producers/): Debian's Go with its nats.go (GOPATH mode, as no
+# Go module can be downloaded), Debian's JDK, Node.js with the `nats` package
+# from tests/producers/node/package-lock.json, nats-py in a virtualenv named
+# after the hash of tests/producers/python/requirements.txt, and the time
+# zones the producers run in. Exports GO, NATS_GOPATH, JAVA and NATS_PYTHON.
+ensure_interop_tools() {
+  local root=$1 cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/order_cache
+  command -v go >/dev/null || apt_install golang-go
+  export NATS_GOPATH=${NATS_GOPATH:-/usr/share/gocode}
+  [ -d "$NATS_GOPATH/src/github.com/nats-io/nats.go" ] || apt_install golang-github-nats-io-go-nats-dev
+  export GO=${GO:-$(command -v go)}
+  [ -f /usr/share/zoneinfo/Asia/Kolkata ] || apt_install tzdata
+  command -v javac >/dev/null || apt_install default-jdk-headless
+  export JAVA=${JAVA:-$(command -v java)}
+  command -v node >/dev/null || apt_install nodejs
+  command -v npm >/dev/null || apt_install npm
+  (cd "$root/tests/producers/node" && npm ci --no-audit --no-fund --loglevel=error)
+
+  local requirements=$root/tests/producers/python/requirements.txt venv
+  venv=$cache/venv-producer-$(sha256sum "$requirements" | cut -c1-16)
+  if ! "$venv/bin/python" -c 'import nats' 2>/dev/null; then
+    mkdir -p "$cache"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r "$requirements"
+  fi
+  export NATS_PYTHON=$venv/bin/python
 }
 
 # The container files' checkers (scripts/check-docker): Debian's
