@@ -12,6 +12,8 @@ mod faults;
 mod hardening;
 mod helpers;
 mod http;
+#[cfg(feature = "e2e")]
+mod interop;
 mod logs;
 mod observability;
 #[cfg(feature = "e2e")]
