@@ -8,6 +8,7 @@ use clap::Parser;
 use order_cache::trace::Tracer;
 use order_cache::{
     app, server, AppConfig, Compression, IngestConfig, Report, ServerConfig, StoreConfig,
+    UnknownFields,
 };
 
 // The ingest path allocates and frees many large, short-lived buffers (one
@@ -86,6 +87,11 @@ struct Settings {
     /// or less, and 1-2 µs per read to decompress) or `none` (as JSON).
     #[arg(long, env = "CACHE_COMPRESSION", default_value = "zstd")]
     cache_compression: Compression,
+    /// Fields an order carries that the model does not know: `keep` (store
+    /// them and serve them back with the order) or `reject` (dead-letter
+    /// the order: a closed schema).
+    #[arg(long, env = "UNKNOWN_FIELDS", default_value = "keep")]
+    unknown_fields: UnknownFields,
     /// Threads serving HTTP and ingesting (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -246,6 +252,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             batch_size: s.batch_size,
             tracer: traces.tracer(),
             replicas: usize::try_from(s.orders_replicas).unwrap_or(1),
+            unknown_fields: s.unknown_fields,
             ..IngestConfig::default()
         },
         startup_timeout: Duration::from_secs(s.startup_timeout),

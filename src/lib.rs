@@ -99,7 +99,7 @@ pub use health::Readiness;
 pub use http::{recover, router, routes, Api, CACHE_HEADER, MISS_DEADLINE};
 pub use ingest::{IngestConfig, IngestError, Ingestor};
 pub use metrics::Metrics;
-pub use model::{Order, OrderUid, Rejection};
+pub use model::{Order, OrderUid, Rejection, UnknownFields};
 pub use redact::NatsUrl;
 pub use report::Report;
 pub use restore::restore;

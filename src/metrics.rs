@@ -22,6 +22,7 @@ use serde::Serialize;
 /// |---|---|---|
 /// | `order_cache_orders_ingested_total` | counter | |
 /// | `order_cache_orders_duplicate_total` | counter | |
+/// | `order_cache_orders_with_unknown_fields_total` | counter | |
 /// | `order_cache_orders_rejected_total` | counter | `reason` |
 /// | `order_cache_cache_orders` | gauge | |
 /// | `order_cache_cache_json_bytes` | gauge | |
@@ -60,6 +61,7 @@ struct Inner {
     registry: Registry,
     ingested: Counter,
     duplicates: Counter,
+    unknown_fields: Counter,
     rejected: Family<ReasonLabel, Counter>,
     cache_orders: Gauge,
     cache_bytes: Gauge,
@@ -110,6 +112,11 @@ impl Inner {
             "orders_duplicate",
             "Valid orders whose id was already stored",
             self.duplicates.clone(),
+        );
+        registry.register(
+            "orders_with_unknown_fields",
+            "Orders newly stored that carry fields the model does not know (kept as sent)",
+            self.unknown_fields.clone(),
         );
         registry.register(
             "orders_rejected",
@@ -371,6 +378,7 @@ impl Metrics {
             registry: Registry::default(),
             ingested: Counter::default(),
             duplicates: Counter::default(),
+            unknown_fields: Counter::default(),
             rejected: Family::<ReasonLabel, Counter>::default(),
             cache_orders: Gauge::default(),
             cache_bytes: Gauge::default(),
@@ -481,6 +489,10 @@ impl Metrics {
     pub(crate) fn batch(&self, size: usize, took: Duration) {
         self.inner.batch_seconds.observe(took.as_secs_f64());
         self.inner.batch_size.observe(size as f64);
+    }
+
+    pub(crate) fn with_unknown_fields(&self, n: usize) {
+        self.inner.unknown_fields.inc_by(n as u64);
     }
 
     pub(crate) fn store_error(&self) {

@@ -1,4 +1,8 @@
 //! Diesel's view of the tables in `migrations/`.
+//!
+//! The `extra` columns are `json` in PostgreSQL and `Text` here: a `json`
+//! value travels as its text, which is what is kept (serde_json's `Value`,
+//! diesel's mapping of `Json`, would rewrite numbers).
 
 diesel::table! {
     orders (order_uid) {
@@ -15,6 +19,8 @@ diesel::table! {
         date_created -> Timestamptz,
         oof_shard -> Text,
         ingested_at -> Timestamptz,
+        date_created_text -> Nullable<Text>,
+        extra -> Nullable<Text>,
     }
 }
 
@@ -28,6 +34,7 @@ diesel::table! {
         address -> Text,
         region -> Text,
         email -> Text,
+        extra -> Nullable<Text>,
     }
 }
 
@@ -44,6 +51,7 @@ diesel::table! {
         delivery_cost -> Int8,
         goods_total -> Int8,
         custom_fee -> Int8,
+        extra -> Nullable<Text>,
     }
 }
 
@@ -62,6 +70,7 @@ diesel::table! {
         nm_id -> Int8,
         brand -> Text,
         status -> Int4,
+        extra -> Nullable<Text>,
     }
 }
 

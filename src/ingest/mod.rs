@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 use crate::backoff::Backoff;
 use crate::cache::Cache;
 use crate::metrics::Metrics;
+use crate::model::UnknownFields;
 use crate::report::Report;
 use crate::store::Store;
 use crate::trace::Tracer;
@@ -91,6 +92,9 @@ pub struct IngestConfig {
     /// Copies JetStream keeps of each stream it creates (`num_replicas`):
     /// 3 on a cluster of three or more lets the streams survive a node.
     pub replicas: usize,
+    /// What to do with a field the model does not know: keep it (the
+    /// default) or dead-letter the order.
+    pub unknown_fields: UnknownFields,
 }
 
 impl Default for IngestConfig {
@@ -109,6 +113,7 @@ impl Default for IngestConfig {
             duplicate_window: Duration::from_secs(120),
             tracer: Tracer::default(),
             replicas: 1,
+            unknown_fields: UnknownFields::Keep,
         }
     }
 }
@@ -192,6 +197,7 @@ pub struct Ingestor {
     metrics: Metrics,
     config: IngestConfig,
     consumer: PullConsumer,
+    new_fields: persist::NewFields,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -234,6 +240,7 @@ impl Ingestor {
             metrics,
             config,
             consumer,
+            new_fields: persist::NewFields::default(),
         })
     }
 

@@ -2,10 +2,11 @@
 //! refuses some), cached exactly as committed, then acknowledged.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::message::{AckKind, Message};
 use bytes::Bytes;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::dead_letter::Rejected;
 use super::{ack, Ingestor, Outcome};
@@ -17,7 +18,7 @@ impl Ingestor {
         let mut valid: Vec<(Order, usize)> = Vec::with_capacity(messages.len());
         let mut letters: Vec<Rejected> = Vec::new();
         for (i, m) in messages.iter().enumerate() {
-            match Order::decode(&m.payload) {
+            match Order::decode_with(&m.payload, self.config.unknown_fields) {
                 Ok(order) => valid.push((order, i)),
                 Err(rejection) => letters.push(Rejected {
                     index: i,
@@ -61,6 +62,7 @@ impl Ingestor {
     /// committed but not cached (see [`Ingestor::fill_committed`]).
     async fn cache_committed(&self, orders: &[Order], stored: &Stored) -> HashSet<OrderUid> {
         let ingested = stored.fresh.len();
+        self.metrics.with_unknown_fields(stored.with_unknown_fields);
         self.cache.insert(stored.fresh.iter().cloned());
         // What this batch inserted is not read back, cached or not: with a
         // small budget the batch may have evicted its own first orders,
@@ -162,9 +164,15 @@ impl Ingestor {
             let insert = self.store.insert(&orders[range.clone()]);
             match self.config.tracer.insert(range.len(), insert).await {
                 Ok(ids) => {
-                    stored
-                        .fresh
-                        .extend(committed_json(&orders[range.clone()], ids));
+                    for order in committed(&orders[range.clone()], ids) {
+                        if order.has_unknown_fields() {
+                            stored.with_unknown_fields += 1;
+                            self.new_fields.note(order);
+                        }
+                        stored
+                            .fresh
+                            .push((order.order_uid.clone(), order.to_json()));
+                    }
                     stored.committed[range].iter_mut().for_each(|c| *c = true);
                 }
                 Err(e) if e.is_refusal() && range.len() > 1 => {
@@ -200,17 +208,63 @@ struct Stored {
     refused: Vec<(usize, String)>,
     /// Whether it stopped at a failure of the database.
     failed: bool,
+    /// How many of `fresh` carry fields the model does not know.
+    with_unknown_fields: usize,
 }
 
-/// The response bytes of the orders one successful insert of `orders`
-/// stored (`ids`): for each id, its first occurrence in `orders`, which is
-/// the one the insert kept. Taken per insert, not per batch, so that an id
-/// whose first copy was refused is cached with the copy that was stored.
-fn committed_json(orders: &[Order], ids: Vec<OrderUid>) -> Vec<(OrderUid, Bytes)> {
+/// The orders one successful insert of `orders` stored (`ids`): for each
+/// id, its first occurrence in `orders`, which is the one the insert kept.
+/// Taken per insert, not per batch, so that an id whose first copy was
+/// refused is cached with the copy that was stored.
+fn committed(orders: &[Order], ids: Vec<OrderUid>) -> impl Iterator<Item = &Order> {
     let mut ids: HashSet<OrderUid> = ids.into_iter().collect();
-    orders
-        .iter()
-        .filter(|o| ids.remove(&o.order_uid))
-        .map(|o| (o.order_uid.clone(), o.to_json()))
-        .collect()
+    orders.iter().filter(move |o| ids.remove(&o.order_uid))
+}
+
+/// The names of fields the model does not know that this process has seen
+/// stored, so that each is logged once, when it first appears: the sign
+/// that an upstream schema grew. At most [`NewFields::REMEMBERED`] names
+/// are kept (a producer may send a new name with every order); past that
+/// one line says no more are logged.
+#[derive(Clone, Default)]
+pub(super) struct NewFields(Arc<Mutex<HashSet<String>>>);
+
+impl NewFields {
+    const REMEMBERED: usize = 1000;
+    /// Longest name kept or logged, in bytes; a longer one is cut.
+    const NAME_BYTES: usize = 128;
+
+    fn note(&self, order: &Order) {
+        // A poisoned lock only means another thread panicked while logging.
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for mut name in order.unknown_fields() {
+            if seen.len() >= Self::REMEMBERED {
+                break;
+            }
+            if name.len() > Self::NAME_BYTES {
+                let mut end = Self::NAME_BYTES;
+                while !name.is_char_boundary(end) {
+                    end -= 1;
+                }
+                name.truncate(end);
+            }
+            if seen.contains(&name) {
+                continue;
+            }
+            // Debug-formatted: the name is the producer's, and may hold
+            // line breaks or control characters.
+            info!(
+                field = ?name,
+                order_uid = %order.order_uid,
+                "a field the model does not know is kept with its orders"
+            );
+            seen.insert(name);
+            if seen.len() == Self::REMEMBERED {
+                warn!(
+                    remembered = Self::REMEMBERED,
+                    "too many distinct unknown fields: no more are logged"
+                );
+            }
+        }
+    }
 }

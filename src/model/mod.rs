@@ -15,30 +15,43 @@
 //! | it is larger than [`MAX_PAYLOAD_BYTES`] (1 MiB, NATS' default max payload) | [`Rejection::TooLarge`] |
 //! | it is not UTF-8 | [`Rejection::NotUtf8`] |
 //! | it is not JSON (syntax error, truncated, trailing data, lone surrogates, nesting deeper than 128) | [`Rejection::Syntax`] |
-//! | it is JSON but not the shape of `examples/example.json`: not an object, a field missing, an unknown field (nothing is silently dropped), a field given twice, a wrong type (a number as a string, a float where an integer belongs, an integer beyond 64 bits) | [`Rejection::Shape`] |
+//! | it is JSON but not the shape of `examples/example.json`: not an object, a field missing, a field given twice, a wrong type (a number as a string, a float where an integer belongs, an integer beyond 64 bits) | [`Rejection::Shape`] |
+//! | a field the model does not know differs from a known field of its object only in case (`Order_UID`), is nested more than [`MAX_EXTRA_DEPTH`] (64) levels deep, or holds half a surrogate pair (`"\ud800"`) | [`Rejection::Shape`] |
+//! | with [`UnknownFields::Reject`] only: any field the model does not know | [`Rejection::Shape`] |
 //! | `order_uid` is empty, longer than [`MAX_UID_LEN`] (64) bytes, or has a character outside `A-Z a-z 0-9 _ -` (so every stored order can be served at `/orders/{order_uid}` without escaping) | [`Rejection::Invalid`] |
 //! | any text field holds a NUL character (PostgreSQL cannot store it) or is longer than [`MAX_TEXT_LEN`] (1,024) bytes | [`Rejection::Invalid`] |
 //! | `items` is empty or has more than [`MAX_ITEMS`] (1,000) entries | [`Rejection::Invalid`] |
 //! | a money amount, id or timestamp is negative: `payment.amount`, `payment.payment_dt`, `payment.delivery_cost`, `payment.goods_total`, `payment.custom_fee`, `items[].chrt_id`, `items[].price`, `items[].total_price`, `items[].nm_id` | [`Rejection::Invalid`] |
 //! | `sm_id` or `items[].status` is negative or beyond a 32-bit integer | [`Rejection::Invalid`] |
 //! | `items[].sale` (a percentage) is outside 0..=100 | [`Rejection::Invalid`] |
-//! | `date_created` is not an RFC 3339 UTC time in canonical form: `2021-11-26T06:22:19Z`, or with 3 or 6 fractional digits (`…19.500Z`, `…19.500001Z`) when the time is not whole seconds; or it is a leap second (`…23:59:60Z`), which PostgreSQL cannot store | [`Rejection::Invalid`] |
+//! | `date_created` is not an RFC 3339 `date-time` (see [`Timestamp`]): no UTC offset, a day the month lacks, an hour, minute, second or offset out of range, or longer than [`MAX_DATE_LEN`] (64) bytes | [`Rejection::Invalid`] |
 //!
-//! The canonical date form is required, rather than any RFC 3339 spelling being
-//! normalised, so that an accepted order is always served back as exactly the
-//! JSON value that was accepted.
+//! # What is kept
+//!
+//! An accepted order is served back as the JSON value that was accepted:
+//!
+//! - `date_created` as the text sent, in any RFC 3339 spelling (`Z` or an
+//!   offset, 0 to many fractional digits, `T`, `t` or a space, a leap
+//!   second); the instant it names is stored beside it.
+//! - Fields the model does not know, at every level (the order, `delivery`,
+//!   `payment`, each item), with their values as sent (numbers as written:
+//!   `1e3` stays `1e3`), in each object's [`Extra`]. They follow the known
+//!   fields when served; the order of keys is not kept.
 //!
 //! PostgreSQL enforces the same rules again with `CHECK` constraints, so a row
 //! that reaches the database by another path cannot break them either.
 
+mod extra;
 mod rejection;
 mod timestamp;
 mod uid;
 
 use serde::{Deserialize, Serialize};
 
+use extra::deserialize_object;
+pub use extra::{Extra, UnknownFields};
 pub use rejection::{DateProblem, Problem, Rejection};
-pub use timestamp::Timestamp;
+pub use timestamp::{Timestamp, MAX_DATE_LEN};
 pub use uid::OrderUid;
 
 /// Largest payload accepted, in bytes (NATS' default `max_payload`).
@@ -49,6 +62,9 @@ pub const MAX_UID_LEN: usize = 64;
 pub const MAX_TEXT_LEN: usize = 1024;
 /// Most items one order may carry.
 pub const MAX_ITEMS: usize = 1000;
+/// Deepest nesting of a field the model does not know: its value may hold
+/// arrays and objects this many levels deep.
+pub const MAX_EXTRA_DEPTH: usize = 64;
 
 /// An order, field for field the shape of `examples/example.json`.
 ///
@@ -97,12 +113,13 @@ pub struct Order {
     pub date_created: Timestamp,
     /// Out-of-frame shard.
     pub oof_shard: String,
+    /// Fields of the order the model does not know, kept as sent.
+    #[serde(flatten, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
 }
 
 /// An order as parsed, before the id and date have been checked: the checks
 /// run in [`Order::try_from`] so that their failures name the field.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Draft {
     order_uid: String,
     track_number: String,
@@ -118,7 +135,25 @@ struct Draft {
     sm_id: i64,
     date_created: String,
     oof_shard: String,
+    extra: Extra,
 }
+
+deserialize_object!(Draft {
+    order_uid,
+    track_number,
+    entry,
+    delivery,
+    payment,
+    items,
+    locale,
+    internal_signature,
+    customer_id,
+    delivery_service,
+    shardkey,
+    sm_id,
+    date_created,
+    oof_shard,
+});
 
 impl TryFrom<Draft> for Order {
     type Error = Rejection;
@@ -141,6 +176,7 @@ impl TryFrom<Draft> for Order {
             date_created: Timestamp::parse(&d.date_created)
                 .map_err(|p| Rejection::invalid("date_created", p))?,
             oof_shard: d.oof_shard,
+            extra: d.extra,
         };
         order.validate()?;
         Ok(order)
@@ -158,8 +194,7 @@ impl TryFrom<Draft> for Order {
 /// let order = Order::decode(include_bytes!("../../examples/example.json")).unwrap();
 /// assert_eq!(order.delivery.city, "Kiryat Mozkin");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delivery {
     /// Recipient's name.
     pub name: String,
@@ -175,7 +210,20 @@ pub struct Delivery {
     pub region: String,
     /// Recipient's e-mail address (not checked for form).
     pub email: String,
+    /// Fields the model does not know, kept as sent.
+    #[serde(flatten, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
 }
+
+deserialize_object!(Delivery {
+    name,
+    phone,
+    zip,
+    city,
+    address,
+    region,
+    email
+});
 
 /// Payment details of an [`Order`]. Amounts are in minor units and never
 /// negative.
@@ -190,8 +238,7 @@ pub struct Delivery {
 /// assert_eq!((p.currency.as_str(), p.amount), ("USD", 1817));
 /// assert_eq!(p.amount, p.goods_total + p.delivery_cost);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Payment {
     /// Transaction id (in the example, the order's id).
     pub transaction: String,
@@ -213,7 +260,23 @@ pub struct Payment {
     pub goods_total: i64,
     /// Customs fee.
     pub custom_fee: i64,
+    /// Fields the model does not know, kept as sent.
+    #[serde(flatten, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
 }
+
+deserialize_object!(Payment {
+    transaction,
+    request_id,
+    currency,
+    provider,
+    amount,
+    payment_dt,
+    bank,
+    delivery_cost,
+    goods_total,
+    custom_fee
+});
 
 /// One line of an [`Order`].
 ///
@@ -226,8 +289,7 @@ pub struct Payment {
 /// let item = &order.items[0];
 /// assert_eq!((item.name.as_str(), item.sale), ("Mascaras", 30));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Item {
     /// Catalogue item id; not negative.
     pub chrt_id: i64,
@@ -251,15 +313,62 @@ pub struct Item {
     pub brand: String,
     /// Status code; a 32-bit integer, not negative.
     pub status: i64,
+    /// Fields the model does not know, kept as sent.
+    #[serde(flatten, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
 }
 
+deserialize_object!(Item {
+    chrt_id,
+    track_number,
+    price,
+    rid,
+    name,
+    sale,
+    size,
+    total_price,
+    nm_id,
+    brand,
+    status
+});
+
 impl Order {
-    /// Parses and validates a payload.
+    /// Parses and validates a payload, keeping the fields the model does not
+    /// know ([`UnknownFields::Keep`]).
     ///
     /// # Errors
     ///
     /// A [`Rejection`] naming the first rule the payload breaks.
     pub fn decode(payload: &[u8]) -> Result<Order, Rejection> {
+        Order::decode_with(payload, UnknownFields::Keep)
+    }
+
+    /// Parses and validates a payload, doing with fields the model does not
+    /// know what `unknown` says.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] naming the first rule the payload breaks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use order_cache::model::UnknownFields;
+    /// use order_cache::Order;
+    ///
+    /// let mut order: serde_json::Value =
+    ///     serde_json::from_slice(include_bytes!("../../examples/example.json")).unwrap();
+    /// order["delivery"]["floor"] = 3.into();
+    /// let sent = order.to_string();
+    ///
+    /// let kept = Order::decode_with(sent.as_bytes(), UnknownFields::Keep).unwrap();
+    /// assert_eq!(kept.delivery.extra.get("floor").unwrap().get(), "3");
+    ///
+    /// let err = Order::decode_with(sent.as_bytes(), UnknownFields::Reject).unwrap_err();
+    /// assert_eq!(err.reason(), "shape");
+    /// assert!(order_cache::Report(&err).to_string().contains("delivery.floor"));
+    /// ```
+    pub fn decode_with(payload: &[u8], unknown: UnknownFields) -> Result<Order, Rejection> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(Rejection::TooLarge {
                 size: payload.len(),
@@ -274,7 +383,38 @@ impl Order {
             serde_json::error::Category::Data => Rejection::Shape(e),
             _ => Rejection::Syntax(e),
         })?;
-        Order::try_from(draft)
+        let order = Order::try_from(draft)?;
+        if unknown == UnknownFields::Reject {
+            if let Some(name) = order.unknown_fields().next() {
+                return Err(Rejection::Shape(serde::de::Error::custom(format_args!(
+                    "unknown field `{name}` (unknown fields are refused)"
+                ))));
+            }
+        }
+        Ok(order)
+    }
+
+    /// The names of the fields the model does not know, with their place:
+    /// `colour`, `delivery.floor`, `payment.tip`, `items[].gift_wrap` (an
+    /// item's field is named once, whichever items carry it).
+    pub fn unknown_fields(&self) -> impl Iterator<Item = String> + '_ {
+        let mut items = std::collections::BTreeSet::new();
+        for item in &self.items {
+            items.extend(item.extra.names("items[]."));
+        }
+        self.extra
+            .names("")
+            .chain(self.delivery.extra.names("delivery."))
+            .chain(self.payment.extra.names("payment."))
+            .chain(items)
+    }
+
+    /// Whether any object of the order has a field the model does not know.
+    pub fn has_unknown_fields(&self) -> bool {
+        !(self.extra.is_empty()
+            && self.delivery.extra.is_empty()
+            && self.payment.extra.is_empty()
+            && self.items.iter().all(|i| i.extra.is_empty()))
     }
 
     /// The JSON served for this order: the same JSON value that was decoded.
@@ -508,10 +648,6 @@ mod tests {
     fn wrong_shapes_are_shape_rejections() {
         let mut missing = example();
         missing.as_object_mut().unwrap().remove("payment");
-        let mut unknown = example();
-        unknown["extra"] = json!(1);
-        let mut unknown_nested = example();
-        unknown_nested["items"][0]["colour"] = json!("red");
         let dup = String::from_utf8(include_bytes!("../../examples/example.json").to_vec())
             .unwrap()
             .replacen(
@@ -519,15 +655,7 @@ mod tests {
                 "\"entry\":\"WBIL\",\"entry\":\"X\"",
                 1,
             );
-        for v in [
-            json!([]),
-            json!(1),
-            json!("s"),
-            json!(null),
-            missing,
-            unknown,
-            unknown_nested,
-        ] {
+        for v in [json!([]), json!(1), json!("s"), json!(null), missing] {
             assert!(matches!(decode(&v), Err(Rejection::Shape(_))), "{v}");
         }
         assert!(matches!(
@@ -562,11 +690,14 @@ mod tests {
             "order_uid"
         );
         assert_eq!(
-            invalid_field(set(&["date_created"], json!("2016-12-31T23:59:60Z"))),
+            invalid_field(set(&["date_created"], json!("2016-12-31T23:59:61Z"))),
             "date_created"
         );
-        let order = set(&["date_created"], json!("2021-11-26T06:22:19.500Z")).unwrap();
-        assert_eq!(order.date_created.to_string(), "2021-11-26T06:22:19.500Z");
+        let order = set(&["date_created"], json!("2021-11-26T09:22:19.5+03:00")).unwrap();
+        assert_eq!(
+            order.date_created.to_string(),
+            "2021-11-26T09:22:19.5+03:00"
+        );
     }
 
     #[test]
@@ -631,6 +762,144 @@ mod tests {
         let item = example()["items"][0].clone();
         let many = Value::Array(vec![item; MAX_ITEMS + 1]);
         assert_eq!(invalid_field(set(&["items"], many)), "items");
+    }
+
+    /// The example with `fields` spliced into the object that `at` opens
+    /// (`{"order_uid"`, `"delivery":{`, …): raw text, so numbers and
+    /// repeated names arrive exactly as written.
+    fn with_fields(at: &str, fields: &str) -> Vec<u8> {
+        let sent = std::str::from_utf8(include_bytes!("../../examples/example.json")).unwrap();
+        let split = sent.find(at).expect("the example has it") + at.len();
+        let (head, tail) = sent.split_at(split);
+        let tail = tail.trim_start_matches('{');
+        let open = if at.ends_with('{') { "" } else { "{" };
+        format!("{head}{open}{fields},{tail}").into_bytes()
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_at_every_level_and_served_as_sent() {
+        let extra = r#""n":1e3,"f":1.0,"big":123456789012345678901234567890,"deep":{"a":[1,{"b":null}]},"s":"<b>\u00e9</b>""#;
+        for at in ["{", "\"delivery\":{", "\"payment\":{", "\"items\":[{"] {
+            let sent = with_fields(at, extra);
+            let order = Order::decode(&sent).unwrap_or_else(|e| panic!("{at}: {e}"));
+            assert!(order.has_unknown_fields());
+            let kept = match at {
+                "{" => &order.extra,
+                "\"delivery\":{" => &order.delivery.extra,
+                "\"payment\":{" => &order.payment.extra,
+                _ => &order.items[0].extra,
+            };
+            let raw: Vec<(&str, &str)> = kept.iter().map(|(n, v)| (n, v.get())).collect();
+            assert_eq!(
+                raw,
+                [
+                    ("n", "1e3"),
+                    ("f", "1.0"),
+                    ("big", "123456789012345678901234567890"),
+                    ("deep", r#"{"a":[1,{"b":null}]}"#),
+                    ("s", r#""<b>\u00e9</b>""#),
+                ],
+                "{at}"
+            );
+            let served = order.to_json();
+            let served = std::str::from_utf8(&served).unwrap();
+            assert!(
+                served.contains(r#""n":1e3,"f":1.0,"big":123456789012345678901234567890"#),
+                "{served}"
+            );
+            let value = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+            assert_eq!(value(served.as_bytes()), value(&sent), "{at}");
+        }
+        let plain = Order::decode(include_bytes!("../../examples/example.json")).unwrap();
+        assert!(!plain.has_unknown_fields());
+        assert_eq!(plain.unknown_fields().count(), 0);
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_place() {
+        let mut v = example();
+        v["priority"] = json!(1);
+        v["delivery"]["floor"] = json!(3);
+        v["payment"]["tip"] = json!(5);
+        v["items"] = json!([v["items"][0].clone(), v["items"][0].clone()]);
+        v["items"][0]["gift"] = json!(true);
+        v["items"][1]["gift"] = json!(false);
+        let order = decode(&v).unwrap();
+        let names: Vec<String> = order.unknown_fields().collect();
+        assert_eq!(
+            names,
+            ["priority", "delivery.floor", "payment.tip", "items[].gift"]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_when_the_policy_says_so() {
+        for (at, name) in [
+            ("{", "x"),
+            ("\"delivery\":{", "delivery.x"),
+            ("\"payment\":{", "payment.x"),
+            ("\"items\":[{", "items[].x"),
+        ] {
+            let sent = with_fields(at, r#""x":1"#);
+            let err = Order::decode_with(&sent, UnknownFields::Reject).unwrap_err();
+            assert!(matches!(err, Rejection::Shape(_)), "{at}: {err:?}");
+            let message = crate::Report(&err).to_string();
+            assert!(message.contains(&format!("`{name}`")), "{message}");
+        }
+        let plain = include_bytes!("../../examples/example.json");
+        assert!(Order::decode_with(plain, UnknownFields::Reject).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_that_repeat_shadow_or_nest_too_deep_are_refused() {
+        let deep = format!(
+            "\"d\":{}1{}",
+            "[".repeat(MAX_EXTRA_DEPTH + 1),
+            "]".repeat(MAX_EXTRA_DEPTH + 1)
+        );
+        let deep_enough = format!(
+            "\"d\":{}1{}",
+            "[".repeat(MAX_EXTRA_DEPTH),
+            "]".repeat(MAX_EXTRA_DEPTH)
+        );
+        // Deeper than serde_json's own limit: a raw value is read without it.
+        let very_deep = format!("\"d\":{}", "[".repeat(100_000));
+        for (at, fields, why) in [
+            ("{", r#""x":1,"x":2"#, "duplicate field `x`"),
+            (
+                "\"items\":[{",
+                r#""x":1,"y":0,"x":1"#,
+                "duplicate field `x`",
+            ),
+            ("{", r#""ORDER_UID":"other""#, "only in case"),
+            ("\"payment\":{", r#""Amount":1"#, "only in case"),
+            ("\"delivery\":{", r#""EMAIL":"x""#, "only in case"),
+            ("{", &deep, "levels deep"),
+            ("{", r#""s":"\ud800""#, "surrogate"),
+            ("{", r#""s":"\udc00\ud800""#, "surrogate"),
+            ("{", r#""s":["\ud800x"]"#, "surrogate"),
+            ("{", r#""s":"\ud800\u0041""#, "surrogate"),
+        ] {
+            let sent = with_fields(at, fields);
+            let err = Order::decode(&sent).expect_err(fields);
+            let message = crate::Report(&err).to_string();
+            assert!(message.contains(why), "{fields}: {message}");
+        }
+        let sent = with_fields("{", &very_deep);
+        assert!(Order::decode(&sent).is_err());
+        // A known field given twice is refused as before, whatever else.
+        assert!(Order::decode(&with_fields("{", r#""entry":"again""#)).is_err());
+        for fine in [
+            deep_enough.as_str(),
+            r#""s":"\ud83d\ude00 \"quoted\" \\ back""#,
+            r#""order-uid":1,"orderuid":2,"Order":3"#,
+            r#""":0,"\u0000":1"#,
+        ] {
+            let sent = with_fields("{", fine);
+            let order = Order::decode(&sent).unwrap_or_else(|e| panic!("{fine}: {e}"));
+            let value = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+            assert_eq!(value(&order.to_json()), value(&sent), "{fine}");
+        }
     }
 
     #[test]

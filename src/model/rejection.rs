@@ -128,28 +128,27 @@ pub enum Problem {
         /// Most allowed.
         max: usize,
     },
-    /// A timestamp is not canonical RFC 3339 UTC.
+    /// A timestamp is not an RFC 3339 date-time.
     #[error("{0}")]
     Date(DateProblem),
 }
 
-/// How a timestamp's text fails to be canonical RFC 3339 UTC; each names
+/// How a timestamp's text fails to be an RFC 3339 `date-time`; each names
 /// the text it was given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DateProblem {
-    /// Not RFC 3339 at all.
-    #[error("{0:?} is not an RFC 3339 time: {1}")]
-    NotRfc3339(String, chrono::ParseError),
-    /// An offset other than `Z`.
-    #[error("{0:?} must be given in UTC with a 'Z' suffix")]
-    NotUtc(String),
-    /// A leap second, which PostgreSQL would store as the next minute.
-    #[error("{0:?} is a leap second, which cannot be stored; send the second before or after it")]
-    LeapSecond(String),
-    /// Finer than PostgreSQL keeps.
-    #[error("{0:?} is more precise than microseconds")]
-    TooPrecise(String),
-    /// Valid, but not spelled the one way the service writes it back.
-    #[error("{0:?} must be written {1:?}")]
-    NotCanonical(String, String),
+    /// Not shaped like an RFC 3339 date-time.
+    #[error(
+        "{0:?} is not an RFC 3339 date-time such as \"2021-11-26T06:22:19Z\" or \"2021-11-26T09:22:19.5+03:00\""
+    )]
+    NotRfc3339(String),
+    /// A date and time with nothing to say which zone they are in.
+    #[error("{0:?} has no UTC offset: end it with \"Z\" or an offset such as \"+03:00\"")]
+    NoOffset(String),
+    /// Shaped right, but naming no such date or time: a day the month does
+    /// not have, an hour, minute, second or offset out of range.
+    #[error(
+        "{0:?} names no such date or time (a day, hour, minute, second or offset out of range)"
+    )]
+    OutOfRange(String),
 }

@@ -62,7 +62,7 @@ pub enum StoreError {
 
 /// How a stored order's rows fail to add up. Every stored order was valid,
 /// so each of these means rows were changed by hand or lost.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Corruption {
     /// The stored id is not a valid id.
@@ -80,6 +80,12 @@ pub enum Corruption {
     /// The item rows skip a position.
     #[error("its item row at position {0} is missing")]
     MissingItem(usize),
+    /// The date's text as sent is not a date.
+    #[error("its date_created_text {0}")]
+    Date(Problem),
+    /// An `extra` column is not a JSON object of distinct fields.
+    #[error("an extra column is not a JSON object of distinct fields")]
+    Extra(#[source] serde_json::Error),
 }
 
 /// An error of the PostgreSQL client, or of the pool or runtime under it.

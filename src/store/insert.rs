@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
-use diesel::sql_types::{Array, Int4, Int8, Text, Timestamptz};
+use diesel::sql_types::{Array, Int4, Int8, Nullable, Text, Timestamptz};
 use diesel::QueryableByName;
 
 use crate::model::{Item, Order};
@@ -22,6 +22,8 @@ use crate::model::{Item, Order};
 /// How one column's value is read from a row, by SQL type.
 enum Get<R> {
     Text(fn(&R) -> &str),
+    /// A JSON object's text, or NULL: [`Extra::to_object`](crate::model::Extra::to_object).
+    Json(fn(&R) -> Option<String>),
     Int4(fn(&R) -> i32),
     Int8(fn(&R) -> i64),
     Timestamptz(fn(&R) -> DateTime<Utc>),
@@ -56,6 +58,13 @@ const fn int8<R>(name: &'static str, get: fn(&R) -> i64) -> Column<R> {
     }
 }
 
+const fn json<R>(name: &'static str, get: fn(&R) -> Option<String>) -> Column<R> {
+    Column {
+        name,
+        get: Get::Json(get),
+    }
+}
+
 /// Validation keeps these within `int4`; out of range becomes -1 rather
 /// than wrapping, so the table's CHECK constraints refuse anything that
 /// bypassed validation.
@@ -65,7 +74,7 @@ fn narrow(v: i64) -> i32 {
 
 /// The order, delivery and payment columns, one value per order, in the
 /// function's order of parameters ($1 …).
-const ORDER_COLUMNS: [Column<Order>; 28] = [
+const ORDER_COLUMNS: [Column<Order>; 32] = [
     text("order_uid", |o| o.order_uid.as_str()),
     text("track_number", |o| &o.track_number),
     text("entry", |o| &o.entry),
@@ -79,7 +88,9 @@ const ORDER_COLUMNS: [Column<Order>; 28] = [
         name: "date_created",
         get: Get::Timestamptz(|o| o.date_created.as_datetime()),
     },
+    text("date_created_text", |o| o.date_created.as_str()),
     text("oof_shard", |o| &o.oof_shard),
+    json("extra", |o| o.extra.to_object()),
     text("delivery.name", |o| &o.delivery.name),
     text("delivery.phone", |o| &o.delivery.phone),
     text("delivery.zip", |o| &o.delivery.zip),
@@ -87,6 +98,7 @@ const ORDER_COLUMNS: [Column<Order>; 28] = [
     text("delivery.address", |o| &o.delivery.address),
     text("delivery.region", |o| &o.delivery.region),
     text("delivery.email", |o| &o.delivery.email),
+    json("delivery.extra", |o| o.delivery.extra.to_object()),
     text("payment.transaction", |o| &o.payment.transaction),
     text("payment.request_id", |o| &o.payment.request_id),
     text("payment.currency", |o| &o.payment.currency),
@@ -97,12 +109,13 @@ const ORDER_COLUMNS: [Column<Order>; 28] = [
     int8("payment.delivery_cost", |o| o.payment.delivery_cost),
     int8("payment.goods_total", |o| o.payment.goods_total),
     int8("payment.custom_fee", |o| o.payment.custom_fee),
+    json("payment.extra", |o| o.payment.extra.to_object()),
 ];
 
 /// The item columns, one value per item, following [`ORDER_COLUMNS`] and
 /// the two that place each item: its order's id (`text`) and its position
 /// in the order (`int4`).
-const ITEM_COLUMNS: [Column<Item>; 11] = [
+const ITEM_COLUMNS: [Column<Item>; 12] = [
     text("items.track_number", |i| &i.track_number),
     text("items.rid", |i| &i.rid),
     text("items.name", |i| &i.name),
@@ -114,6 +127,7 @@ const ITEM_COLUMNS: [Column<Item>; 11] = [
     int8("items.nm_id", |i| i.nm_id),
     int4("items.sale", |i| narrow(i.sale)),
     int4("items.status", |i| narrow(i.status)),
+    json("items.extra", |i| i.extra.to_object()),
 ];
 
 /// Every parameter's name and SQL type, in order.
@@ -141,7 +155,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
 
 fn sql_type<R>(get: &Get<R>) -> &'static str {
     match get {
-        Get::Text(_) => "text",
+        Get::Text(_) | Get::Json(_) => "text",
         Get::Int4(_) => "int4",
         Get::Int8(_) => "int8",
         Get::Timestamptz(_) => "timestamptz",
@@ -151,6 +165,7 @@ fn sql_type<R>(get: &Get<R>) -> &'static str {
 /// One column's values for the whole batch.
 enum Values {
     Text(Vec<String>),
+    Json(Vec<Option<String>>),
     Int4(Vec<i32>),
     Int8(Vec<i64>),
     Timestamptz(Vec<DateTime<Utc>>),
@@ -160,6 +175,7 @@ impl Values {
     fn for_column<R>(get: &Get<R>, capacity: usize) -> Values {
         match get {
             Get::Text(_) => Values::Text(Vec::with_capacity(capacity)),
+            Get::Json(_) => Values::Json(Vec::with_capacity(capacity)),
             Get::Int4(_) => Values::Int4(Vec::with_capacity(capacity)),
             Get::Int8(_) => Values::Int8(Vec::with_capacity(capacity)),
             Get::Timestamptz(_) => Values::Timestamptz(Vec::with_capacity(capacity)),
@@ -169,6 +185,7 @@ impl Values {
     fn push<R>(&mut self, get: &Get<R>, row: &R) {
         match (self, get) {
             (Values::Text(v), Get::Text(f)) => v.push(f(row).to_owned()),
+            (Values::Json(v), Get::Json(f)) => v.push(f(row)),
             (Values::Int4(v), Get::Int4(f)) => v.push(f(row)),
             (Values::Int8(v), Get::Int8(f)) => v.push(f(row)),
             (Values::Timestamptz(v), Get::Timestamptz(f)) => v.push(f(row)),
@@ -180,6 +197,7 @@ impl Values {
     fn bind<'f>(self, query: BoxedSqlQuery<'f, Pg, SqlQuery>) -> BoxedSqlQuery<'f, Pg, SqlQuery> {
         match self {
             Values::Text(v) => query.bind::<Array<Text>, _>(v),
+            Values::Json(v) => query.bind::<Array<Nullable<Text>>, _>(v),
             Values::Int4(v) => query.bind::<Array<Int4>, _>(v),
             Values::Int8(v) => query.bind::<Array<Int8>, _>(v),
             Values::Timestamptz(v) => query.bind::<Array<Timestamptz>, _>(v),
@@ -243,12 +261,14 @@ mod tests {
     #[test]
     fn the_statement_has_one_parameter_per_column_in_order() {
         let n = parameters().count();
-        assert_eq!(n, 41);
+        assert_eq!(n, 46);
         assert!(INSERT_SQL.starts_with(
             "SELECT uid AS order_uid FROM order_cache_insert($1::text[] /* order_uid */, $2::text[]"
         ));
-        assert!(INSERT_SQL.contains("$10::timestamptz[] /* date_created */, $11::text[]"));
-        assert!(INSERT_SQL.ends_with(&format!("${n}::int4[] /* items.status */) AS uid")));
+        assert!(INSERT_SQL.contains(
+            "$10::timestamptz[] /* date_created */, $11::text[] /* date_created_text */"
+        ));
+        assert!(INSERT_SQL.ends_with(&format!("${n}::text[] /* items.extra */) AS uid")));
         let names: HashSet<&str> = parameters().map(|(name, _)| name).collect();
         assert_eq!(names.len(), n, "each column once");
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use super::error::{Corruption, StoreError};
-use crate::model::{Delivery, Item, Order, OrderUid, Payment, Timestamp};
+use crate::model::{Delivery, Extra, Item, Order, OrderUid, Payment, Timestamp};
 use crate::schema::{deliveries, items, orders, payments};
 
 #[derive(Queryable, Selectable)]
@@ -22,6 +22,8 @@ pub(super) struct OrderRow {
     sm_id: i32,
     date_created: DateTime<Utc>,
     oof_shard: String,
+    date_created_text: Option<String>,
+    extra: Option<String>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -34,6 +36,7 @@ pub(super) struct DeliveryRow {
     address: String,
     region: String,
     email: String,
+    extra: Option<String>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -49,6 +52,7 @@ pub(super) struct PaymentRow {
     delivery_cost: i64,
     goods_total: i64,
     custom_fee: i64,
+    extra: Option<String>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -67,11 +71,20 @@ pub(super) struct ItemRow {
     nm_id: i64,
     brand: String,
     status: i32,
+    extra: Option<String>,
+}
+
+/// The fields kept in an `extra` column: none when NULL.
+fn extra(column: Option<String>) -> Result<Extra, Corruption> {
+    match column {
+        None => Ok(Extra::default()),
+        Some(text) => Extra::from_object(&text).map_err(Corruption::Extra),
+    }
 }
 
 impl ItemRow {
-    fn into_item(self) -> Item {
-        Item {
+    fn into_item(self) -> Result<Item, Corruption> {
+        Ok(Item {
             chrt_id: self.chrt_id,
             track_number: self.track_number,
             price: self.price,
@@ -83,7 +96,8 @@ impl ItemRow {
             nm_id: self.nm_id,
             brand: self.brand,
             status: self.status.into(),
-        }
+            extra: extra(self.extra)?,
+        })
     }
 }
 
@@ -115,7 +129,17 @@ impl OrderRow {
         {
             return Err(corrupt(Corruption::MissingItem(i)));
         }
-        let items = lines.into_iter().map(ItemRow::into_item).collect();
+        let items = lines
+            .into_iter()
+            .map(ItemRow::into_item)
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)?;
+        // The text as sent; a row stored without it (by an earlier release)
+        // was sent in the canonical spelling of its instant.
+        let date_created = match self.date_created_text {
+            Some(text) => Timestamp::parse(&text).map_err(|e| corrupt(Corruption::Date(e)))?,
+            None => Timestamp::from(self.date_created),
+        };
         Ok(Order {
             order_uid,
             track_number: self.track_number,
@@ -128,6 +152,7 @@ impl OrderRow {
                 address: d.address,
                 region: d.region,
                 email: d.email,
+                extra: extra(d.extra).map_err(corrupt)?,
             },
             payment: Payment {
                 transaction: p.transaction,
@@ -140,6 +165,7 @@ impl OrderRow {
                 delivery_cost: p.delivery_cost,
                 goods_total: p.goods_total,
                 custom_fee: p.custom_fee,
+                extra: extra(p.extra).map_err(corrupt)?,
             },
             items,
             locale: self.locale,
@@ -148,8 +174,9 @@ impl OrderRow {
             delivery_service: self.delivery_service,
             shardkey: self.shardkey,
             sm_id: self.sm_id.into(),
-            date_created: Timestamp::from(self.date_created),
+            date_created,
             oof_shard: self.oof_shard,
+            extra: extra(self.extra).map_err(corrupt)?,
         })
     }
 }
