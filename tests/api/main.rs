@@ -4,6 +4,7 @@
 
 #[cfg(feature = "e2e")]
 mod browser;
+mod compatibility;
 mod corpus;
 mod dlq_tool;
 mod embed;
