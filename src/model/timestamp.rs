@@ -323,6 +323,26 @@ mod tests {
         );
     }
 
+    /// docs/compatibility.md's rows that no interop test runs.
+    #[test]
+    fn what_runtimes_write_by_default() {
+        for accepted in [
+            "0001-01-01T00:00:00Z",                // Go's zero time.Time
+            "2026-12-01 21:36:09.812816+00:00",    // Python str() of an aware datetime
+            "2026-12-01T21:36:07.393754877+00:00", // chrono to_rfc3339()
+            "2026-12-01T21:36:07.393754+00:00",    // PostgreSQL to_json(timestamptz)
+        ] {
+            Timestamp::parse(accepted).unwrap_or_else(|e| panic!("{accepted}: {e}"));
+        }
+        for refused in [
+            "2026-12-01T21:36:09.812816",                   // Python, naive
+            "2026-12-01T21:36+03:00",                       // Java OffsetDateTime, whole minute
+            "2026-12-01T21:36:07.393+03:00[Europe/Moscow]", // Java ZonedDateTime
+        ] {
+            assert!(Timestamp::parse(refused).is_err(), "{refused}");
+        }
+    }
+
     #[test]
     fn a_datetime_becomes_its_canonical_spelling() {
         let t = Timestamp::from(DateTime::from_timestamp(1_637_907_739, 500_000_000).unwrap());
