@@ -117,7 +117,7 @@ impl Extra {
         value: Box<RawValue>,
         known: &[&str],
     ) -> Result<(), E> {
-        if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(&name)) {
+        if let Some(k) = known.iter().find(|k| same_but_case(k, &name)) {
             return Err(E::custom(format_args!(
                 "field `{name}` differs from the field `{k}` only in case"
             )));
@@ -188,6 +188,18 @@ impl<'de> Deserialize<'de> for Extra {
         }
         d.deserialize_map(Fields)
     }
+}
+
+/// Whether a reader that matches names without case takes `name` for the
+/// ASCII name `known`: Go's `encoding/json` folds case as `bytes.EqualFold`
+/// does, which also folds the Kelvin sign to `k` and the long s to `s`.
+fn same_but_case(known: &str, name: &str) -> bool {
+    let fold = |c: char| match c {
+        '\u{212A}' => 'k',
+        '\u{17F}' => 's',
+        c => c.to_ascii_lowercase(),
+    };
+    known.chars().map(fold).eq(name.chars().map(fold))
 }
 
 /// What is wrong with an unknown field's value.

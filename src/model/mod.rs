@@ -878,6 +878,9 @@ mod tests {
             ("{", r#""ORDER_UID":"other""#, "only in case"),
             ("\"payment\":{", r#""Amount":1"#, "only in case"),
             ("\"delivery\":{", r#""EMAIL":"x""#, "only in case"),
+            // Folded by Go as bytes.EqualFold does: the Kelvin sign and the long s.
+            ("{", "\"\u{17F}hard\u{212A}ey\":\"9\"", "only in case"),
+            ("{", r#""\u017fm_id":1"#, "only in case"),
             ("{", &deep, "levels deep"),
             ("{", r#""s":"\ud800""#, "surrogate"),
             ("{", r#""s":"\udc00\ud800""#, "surrogate"),
@@ -896,7 +899,7 @@ mod tests {
         for fine in [
             deep_enough.as_str(),
             r#""s":"\ud83d\ude00 \"quoted\" \\ back""#,
-            r#""order-uid":1,"orderuid":2,"Order":3"#,
+            r#""order-uid":1,"orderuid":2,"Order":3,"ORDER_UİD":4"#,
             r#""":0,"\u0000":1"#,
         ] {
             let sent = with_fields("{", fine);
