@@ -222,49 +222,119 @@ fn committed(orders: &[Order], ids: Vec<OrderUid>) -> impl Iterator<Item = &Orde
 }
 
 /// The names of fields the model does not know that this process has seen
-/// stored, so that each is logged once, when it first appears: the sign
-/// that an upstream schema grew. At most [`NewFields::REMEMBERED`] names
-/// are kept (a producer may send a new name with every order); past that
-/// one line says no more are logged.
+/// stored, so that a new one is logged when it first appears: the sign that
+/// an upstream schema grew. One line per order that brings new names, naming
+/// at most [`NewFields::PER_LINE`] of them (cut to
+/// [`NewFields::NAME_BYTES`]) and counting the rest, so that one order of
+/// 70,000 made-up names is one line. At most [`NewFields::REMEMBERED`]
+/// names are kept; when full the memory starts again, so a producer that
+/// sends a new name with every order costs a line per order (as a dead
+/// letter does), never memory, and never silences a later real change.
 #[derive(Clone, Default)]
 pub(super) struct NewFields(Arc<Mutex<HashSet<String>>>);
 
 impl NewFields {
     const REMEMBERED: usize = 1000;
-    /// Longest name kept or logged, in bytes; a longer one is cut.
+    const PER_LINE: usize = 8;
     const NAME_BYTES: usize = 128;
 
     fn note(&self, order: &Order) {
-        // A poisoned lock only means another thread panicked while logging.
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for mut name in order.unknown_fields() {
-            if seen.len() >= Self::REMEMBERED {
-                break;
-            }
-            if name.len() > Self::NAME_BYTES {
-                let mut end = Self::NAME_BYTES;
-                while !name.is_char_boundary(end) {
-                    end -= 1;
-                }
-                name.truncate(end);
-            }
-            if seen.contains(&name) {
-                continue;
-            }
-            // Debug-formatted: the name is the producer's, and may hold
+        let (fresh, more) = self.fresh(order);
+        if !fresh.is_empty() {
+            // Debug-formatted: the names are the producer's, and may hold
             // line breaks or control characters.
             info!(
-                field = ?name,
+                fields = ?fresh,
+                more,
                 order_uid = %order.order_uid,
-                "a field the model does not know is kept with its orders"
+                "fields the model does not know are kept with their orders"
             );
-            seen.insert(name);
-            if seen.len() == Self::REMEMBERED {
-                warn!(
-                    remembered = Self::REMEMBERED,
-                    "too many distinct unknown fields: no more are logged"
-                );
+        }
+    }
+
+    /// The names of `order` not seen before that its line names, now
+    /// remembered, and how many more it has.
+    fn fresh(&self, order: &Order) -> (Vec<String>, usize) {
+        let mut fresh: Vec<String> = Vec::new();
+        let mut more = 0usize;
+        {
+            // A poisoned lock only means another thread panicked while
+            // holding it; the set is still a set.
+            let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            for name in order.unknown_fields() {
+                let name = cut(name, Self::NAME_BYTES);
+                if seen.contains(&name) {
+                    continue;
+                }
+                if fresh.len() < Self::PER_LINE {
+                    if seen.len() >= Self::REMEMBERED {
+                        seen.clear();
+                    }
+                    seen.insert(name.clone());
+                    fresh.push(name);
+                } else {
+                    more += 1;
+                }
             }
         }
+        (fresh, more)
+    }
+}
+
+/// `name` cut to at most `max` bytes, at a character boundary.
+fn cut(mut name: String, max: usize) -> String {
+    if name.len() > max {
+        let mut end = max;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order_with(names: impl IntoIterator<Item = String>) -> Order {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(include_bytes!("../../examples/example.json")).unwrap();
+        for name in names {
+            v[name] = serde_json::Value::Null;
+        }
+        Order::decode(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_new_field_is_named_once_and_one_order_of_many_is_one_bounded_line() {
+        let new = NewFields::default();
+        let one = order_with(["colour".to_owned()]);
+        assert_eq!(new.fresh(&one), (vec!["colour".to_owned()], 0));
+        assert_eq!(new.fresh(&one), (vec![], 0), "named once");
+
+        let many = order_with((0..70).map(|i| format!("f{i:02}")));
+        let (named, more) = new.fresh(&many);
+        assert_eq!(
+            (named.len(), more),
+            (NewFields::PER_LINE, 70 - NewFields::PER_LINE)
+        );
+
+        let long = order_with(["é".repeat(100)]);
+        let (named, _) = new.fresh(&long);
+        assert!(named[0].len() <= NewFields::NAME_BYTES && named[0].starts_with('é'));
+    }
+
+    #[test]
+    fn a_full_memory_starts_again_rather_than_falling_silent() {
+        let new = NewFields::default();
+        for i in 0..NewFields::REMEMBERED / NewFields::PER_LINE + 1 {
+            let names = (0..NewFields::PER_LINE).map(|j| format!("made_up_{i}_{j}"));
+            new.fresh(&order_with(names));
+        }
+        let upstream = order_with(["schema_version".to_owned()]);
+        assert_eq!(new.fresh(&upstream).0, ["schema_version"]);
+        let seen = new.0.lock().unwrap().len();
+        assert!(seen <= NewFields::REMEMBERED, "{seen}");
     }
 }

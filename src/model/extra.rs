@@ -110,7 +110,8 @@ impl Extra {
     /// take for the known field; a value nested deeper than
     /// [`MAX_EXTRA_DEPTH`](super::MAX_EXTRA_DEPTH), or with a `\u` escape
     /// that is half a surrogate pair (the known fields' strings are refused
-    /// for both already; PostgreSQL refuses the second).
+    /// for both already; PostgreSQL refuses the second); a NUL character in
+    /// the name or a string of the value (see [`check_value`]).
     pub(super) fn insert<E: de::Error>(
         &mut self,
         name: Cow<'_, str>,
@@ -121,6 +122,9 @@ impl Extra {
             return Err(E::custom(format_args!(
                 "field `{name}` differs from the field `{k}` only in case"
             )));
+        }
+        if name.contains('\0') {
+            return Err(E::custom("a field name must not contain NUL characters"));
         }
         check_value(value.get().as_bytes())
             .map_err(|problem| E::custom(format_args!("field `{name}`: {problem}")))?;
@@ -207,6 +211,7 @@ fn same_but_case(known: &str, name: &str) -> bool {
 enum ValueProblem {
     TooDeep,
     LoneSurrogate,
+    Nul,
 }
 
 impl fmt::Display for ValueProblem {
@@ -216,6 +221,7 @@ impl fmt::Display for ValueProblem {
                 write!(f, "nested more than {} levels deep", super::MAX_EXTRA_DEPTH)
             }
             ValueProblem::LoneSurrogate => f.write_str("a string holds half a surrogate pair"),
+            ValueProblem::Nul => f.write_str("a string holds a NUL character (\\u0000)"),
         }
     }
 }
@@ -247,6 +253,9 @@ fn check_value(b: &[u8]) -> Result<(), ValueProblem> {
             (true, b'\\') => {
                 if b.get(i + 1) == Some(&b'u') {
                     let unit = hex(i + 2).unwrap_or(0);
+                    if unit == 0 {
+                        return Err(ValueProblem::Nul);
+                    }
                     if is_low(unit) {
                         return Err(ValueProblem::LoneSurrogate);
                     }
