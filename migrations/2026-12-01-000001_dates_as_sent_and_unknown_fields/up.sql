@@ -10,6 +10,13 @@
 -- was and leaves them NULL. The constraints are NOT VALID: every existing
 -- row is NULL in these columns, so nothing needs checking, and adding them
 -- does not read the tables; every new row is checked.
+--
+-- ALTER TABLE waits for every open transaction on the table (an old
+-- instance's restore reads all orders in one), and every query after it
+-- waits behind it: without a limit one long restore would stall every
+-- instance's lookups and inserts. With one, the migration gives up and
+-- `Store::migrate` tries it again a little later.
+SET LOCAL lock_timeout = '2s';
 
 ALTER TABLE orders
     ADD COLUMN date_created_text TEXT,

@@ -9,9 +9,19 @@ use super::{Store, StoreConfig};
 
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
+/// How many times [`Store::migrate`] runs the pending migrations before it
+/// gives up.
+pub(crate) const ATTEMPTS: u32 = 10;
+
 impl Store {
     /// Applies pending migrations. Safe to call from several processes at
     /// once: an advisory lock lets one at a time through.
+    ///
+    /// A migration that alters a table waits at most 2 s for its lock
+    /// (`lock_timeout`), so that an open transaction on the table (another
+    /// instance's restore) does not stall every query queued behind it; a
+    /// failed run is rolled back and tried again, ten times in all,
+    /// a second apart.
     ///
     /// The migration harness blocks its thread, which only a multi-threaded
     /// tokio runtime allows; on any other runtime the migrations run on a
@@ -44,6 +54,20 @@ impl Store {
     }
 
     async fn migrate_here(&self) -> Result<(), StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.migrate_once().await {
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::warn!(error = %crate::report::Report(&e), attempt, "migration failed; will try again");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn migrate_once(&self) -> Result<(), StoreError> {
         const LOCK: i64 = 0x6f72_6465_725f_6361; // "order_ca"
         let mut conn = self.conn().await?;
         diesel::sql_query("SELECT pg_advisory_lock($1)")

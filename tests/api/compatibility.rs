@@ -330,3 +330,60 @@ async fn letters_the_old_rules_wrote_are_replayed_and_stored() {
     assert_as_sent(&body, &sent, DATES[1]);
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_migration_does_not_stall_queries_behind_a_long_transaction() {
+    use diesel_async::{
+        AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, SimpleAsyncConnection,
+    };
+    use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+    // A database at the previous release's schema: every migration but
+    // the last.
+    let db = TestDb::create().await;
+    let conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let mut harness = AsyncMigrationHarness::new(conn);
+    let steps = harness.pending_migrations(MIGRATIONS).unwrap().len();
+    for _ in 1..steps {
+        harness.run_next_migration(MIGRATIONS).unwrap();
+    }
+    // An old instance's restore: one long transaction that has read orders.
+    let mut restore = AsyncPgConnection::establish(&db.url).await.unwrap();
+    restore
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT count(*) FROM orders",
+        )
+        .await
+        .unwrap();
+
+    let store = Store::new(StoreConfig::new(db.url.clone())).unwrap();
+    let migrating = tokio::spawn(async move { store.migrate().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Another instance's lookup, queued behind the migration's lock.
+    let started = std::time::Instant::now();
+    let lookup = db.count("SELECT count(*) AS n FROM orders WHERE order_uid = 'x'");
+    let looked_up = tokio::time::timeout(Duration::from_secs(8), lookup)
+        .await
+        .expect("a lookup stalled behind the migration for 8 s");
+    let waited = started.elapsed();
+    assert_eq!(looked_up, 0);
+    assert!(
+        waited < Duration::from_secs(4),
+        "a lookup waited {waited:?} behind the migration"
+    );
+
+    // Once the restore ends, the migration goes through.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    restore.batch_execute("COMMIT").await.unwrap();
+    let migrated = tokio::time::timeout(Duration::from_secs(30), migrating)
+        .await
+        .expect("migrated within 30 s")
+        .unwrap();
+    assert!(migrated.is_ok(), "{migrated:?}");
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM information_schema.columns WHERE column_name = 'date_created_text'")
+            .await,
+        1
+    );
+}
