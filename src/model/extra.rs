@@ -110,8 +110,9 @@ impl Extra {
     /// take for the known field; a value nested deeper than
     /// [`MAX_EXTRA_DEPTH`](super::MAX_EXTRA_DEPTH), or with a `\u` escape
     /// that is half a surrogate pair (the known fields' strings are refused
-    /// for both already; PostgreSQL refuses the second); a NUL character in
-    /// the name or a string of the value (see [`check_value`]).
+    /// for both already); a NUL character in the name or a string of the
+    /// value. PostgreSQL keeps the last two in a `json` column but cannot
+    /// turn them into text or `jsonb` (see [`check_value`]).
     pub(super) fn insert<E: de::Error>(
         &mut self,
         name: Cow<'_, str>,

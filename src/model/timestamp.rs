@@ -16,11 +16,13 @@ pub const MAX_DATE_LEN: usize = 64;
 /// given in, with the instant that text names (to the microsecond,
 /// PostgreSQL's precision).
 ///
-/// Any spelling RFC 3339 §5.6 allows is accepted: fractional seconds of any
-/// length, `Z`, `z` or any `±hh:mm` offset (`-00:00` too), `T`, `t` or a
-/// space between date and time (the readability exception of §5.6), and a
-/// leap second (`…:60`). The text is what is served back; the instant is
-/// what is stored in the `timestamptz` column beside it:
+/// Any spelling RFC 3339 §5.6 allows is accepted, up to [`MAX_DATE_LEN`]
+/// bytes (RFC 3339 sets no bound on the fraction; a stored text needs one):
+/// fractional seconds of any length within it, `Z`, `z` or any `±hh:mm`
+/// offset (`-00:00` too), `T`, `t` or a space between date and time (the
+/// readability exception of §5.6), and a leap second (`…:60`). The text is
+/// what is served back; the instant is what is stored in the `timestamptz`
+/// column beside it:
 ///
 /// - digits past the sixth are cut, not rounded (the instant is the
 ///   microsecond the time falls in);
