@@ -50,13 +50,15 @@ impl fmt::Display for UnknownFields {
 /// ```
 /// use order_cache::Order;
 ///
-/// let mut order: serde_json::Value =
-///     serde_json::from_slice(include_bytes!("../../examples/example.json")).unwrap();
-/// order["items"][0]["colour"] = serde_json::json!({"name": "red", "hex": "#f00"});
-/// let order = Order::decode(order.to_string().as_bytes()).unwrap();
+/// let sent = std::str::from_utf8(include_bytes!("../../examples/example.json"))
+///     .unwrap()
+///     .replace(r#""status":202"#, r##""status":202,"colour":{"name":"red","n":1e3}"##);
+/// let order = Order::decode(sent.as_bytes()).unwrap();
 /// let extra = &order.items[0].extra;
 /// assert_eq!(extra.len(), 1);
-/// assert_eq!(extra.get("colour").unwrap().get(), r##"{"name":"red","hex":"#f00"}"##);
+/// assert_eq!(extra.get("colour").unwrap().get(), r#"{"name":"red","n":1e3}"#);
+/// let served = order.to_json();
+/// assert!(std::str::from_utf8(&served).unwrap().contains(r#""status":202,"colour":{"name":"red","n":1e3}}"#));
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Extra(Vec<(String, Box<RawValue>)>);
