@@ -10,11 +10,11 @@ use order_cache::{Cache, Order, Store, StoreConfig, UnknownFields};
 use serde_json::Value;
 
 use crate::helpers::{
-    eventually, example_order, metric, spawn_app, spawn_app_with, unique, TestDb, TestStreams,
+    example_order, metric, spawn_app, spawn_app_with, unique, TestDb, TestStreams,
 };
 
 /// The dates real runtimes write by default, and the edges RFC 3339 allows.
-const DATES: [&str; 10] = [
+pub const DATES: [&str; 10] = [
     "2026-12-01T20:39:31.098161494Z",       // Go, UTC
     "2026-12-01T23:39:28.708645252+03:00",  // Go, a +03:00 zone
     "2026-12-01T20:39:31.098161+00:00",     // Python isoformat()
@@ -31,7 +31,7 @@ const DATES: [&str; 10] = [
 const EXTRA: &str = r#""n":1e3,"f":1.0,"neg":-0,"big":123456789012345678901234567890,"o":{"a":[true,null,"\u00e9"]}"#;
 
 /// An order with `date` and [`EXTRA`] in each of its objects, as text.
-fn grown(uid: &str, date: &str) -> String {
+pub fn grown(uid: &str, date: &str) -> String {
     let mut v = example_order(uid);
     v["date_created"] = Value::String(date.into());
     // A marker in each object, then replaced by the fields as text.
@@ -46,7 +46,7 @@ fn grown(uid: &str, date: &str) -> String {
 
 /// Checks a served body against what was sent: the same JSON value, the
 /// date's text and every unknown number's text as sent.
-fn assert_as_sent(served: &[u8], sent: &str, date: &str) {
+pub fn assert_as_sent(served: &[u8], sent: &str, date: &str) {
     let text = std::str::from_utf8(served).expect("UTF-8");
     let value = |t: &str| serde_json::from_str::<Value>(t).expect("JSON");
     assert_eq!(value(text), value(sent), "{text}");
@@ -267,68 +267,6 @@ async fn the_previous_release_keeps_storing_and_reading_against_the_migrated_dat
     let served = restarted.wait_for_order(&old_uid).await;
     assert_eq!(served, example_order(&old_uid));
     restarted.stop().await.unwrap();
-}
-
-#[cfg(feature = "cli")]
-#[tokio::test(flavor = "multi_thread")]
-async fn letters_the_old_rules_wrote_are_replayed_and_stored() {
-    use order_cache::ingest::{ensure_topology, ERROR_HEADER, REASON_HEADER, SEQUENCE_HEADER};
-
-    let db = TestDb::create().await;
-    let streams = TestStreams::new();
-    let client = async_nats::connect(streams.nats_url.as_str())
-        .await
-        .expect("tests need NATS: set TEST_NATS_URL");
-    let js = async_nats::jetstream::new(client);
-    ensure_topology(&js, &streams.config).await.unwrap();
-    // What the previous release dead-lettered: an order from a Go producer
-    // (a +03:00 date with nanoseconds, a field added upstream), with the
-    // headers it wrote.
-    let uid = unique("go");
-    let sent = grown(&uid, DATES[1]);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(REASON_HEADER, "shape");
-    headers.insert(
-        ERROR_HEADER,
-        "payload is not an order: unknown field `n`, expected `customer_id`",
-    );
-    headers.insert(SEQUENCE_HEADER, "1");
-    js.publish_with_headers(
-        streams.config.dlq_subject.clone(),
-        headers,
-        sent.clone().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-
-    let app = spawn_app(&db, &streams).await;
-    let tool = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-cache-dlq"))
-        .env("NATS_URL", &streams.nats_url)
-        .env("ORDERS_STREAM", &streams.config.stream)
-        .env("ORDERS_SUBJECT", &streams.config.subject)
-        .args(["replay", "--reason", "shape", "--delete"])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), tool)
-        .await
-        .expect("replay within 90 s")
-        .expect("run order-cache-dlq");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("replayed #1"), "{stdout}");
-
-    app.wait_for_order(&uid).await;
-    let body = eventually(Duration::from_secs(5), "the replayed order", || async {
-        match app.client.get(&format!("/orders/{uid}")).await {
-            Ok((200, body)) => Ok(body),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-    assert_as_sent(&body, &sent, DATES[1]);
-    app.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

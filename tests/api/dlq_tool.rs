@@ -16,6 +16,7 @@ use order_cache::ingest::{
 };
 use serde_json::json;
 
+use crate::compatibility;
 use crate::helpers::{example_order, poll, spawn_app, unique, TestDb, TestStreams};
 use crate::services::{free_port, temp_dir, wait_for_port};
 
@@ -253,6 +254,29 @@ async fn a_refused_order_is_listed_and_once_fixed_replayed_into_the_store() {
     assert_eq!(app.wait_for_order(&uid).await, order);
     let listing = dlq_tool(&streams, &["list", "--width", "4000"]).await;
     assert!(!listing.contains(&uid), "deleted after replay: {listing}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn letters_the_old_rules_wrote_are_replayed_and_stored() {
+    // What the release before dates and unknown fields were kept
+    // dead-lettered: an order from a Go producer (a +03:00 date with
+    // nanoseconds, fields added upstream).
+    let t = Topology::new().await;
+    let uid = unique("go");
+    let date = compatibility::DATES[1];
+    let sent = compatibility::grown(&uid, date);
+    t.dead_letters([letter("shape", 1, sent.clone())]).await;
+    let db = TestDb::create().await;
+    let app = spawn_app(&db, &t.streams).await;
+
+    let replayed = dlq_tool(&t.streams, &["replay", "--reason", "shape", "--delete"]).await;
+    assert!(replayed.contains("replayed #1"), "{replayed}");
+
+    app.wait_for_order(&uid).await;
+    let (status, body) = app.client.get(&format!("/orders/{uid}")).await.unwrap();
+    assert_eq!(status, 200);
+    compatibility::assert_as_sent(&body, &sent, date);
     app.stop().await.unwrap();
 }
 
