@@ -1,9 +1,10 @@
 -- What a producer sent, kept: the date's text as sent beside the instant it
 -- names, and at each level the fields the model does not know, as one JSON
 -- object's text (type json, not jsonb: json keeps numbers as written, `1e3`
--- stays `1e3`). NULL means "nothing beyond the canonical form": a row stored
--- before this migration, or by the release before it, whose date is the
--- canonical spelling of `date_created` and which had no unknown fields.
+-- stays `1e3`). NULL means "nothing beyond the canonical form": the date was
+-- sent in the canonical spelling of `date_created` (as every date stored
+-- before this migration, or by the release before it, was), and the object
+-- had no unknown fields.
 --
 -- Expand only: the columns are new and NULL; the release before this one
 -- keeps calling the old order_cache_insert (41 arrays), which stays as it

@@ -99,6 +99,13 @@ impl Timestamp {
         &self.text
     }
 
+    /// The text as sent, unless it is [`Timestamp::canonical`]: what the
+    /// store keeps beside the instant, from which the canonical spelling
+    /// is made again.
+    pub fn as_sent_if_not_canonical(&self) -> Option<&str> {
+        (*self.text != self.canonical()).then_some(&*self.text)
+    }
+
     /// The instant as RFC 3339 UTC with 0, 3 or 6 fractional digits: what
     /// [`Timestamp::from`] a `DateTime` spells, and what every date was
     /// required to be before any RFC 3339 text was accepted.
@@ -342,6 +349,34 @@ mod tests {
             "2026-12-01T21:36:07.393+03:00[Europe/Moscow]", // Java ZonedDateTime
         ] {
             assert!(Timestamp::parse(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn only_a_text_that_is_not_the_canonical_spelling_needs_keeping() {
+        for canonical in [
+            "2021-11-26T06:22:19Z",
+            "2021-11-26T06:22:19.500Z",
+            "2021-11-26T06:22:19.500001Z",
+        ] {
+            assert_eq!(
+                Timestamp::parse(canonical)
+                    .unwrap()
+                    .as_sent_if_not_canonical(),
+                None
+            );
+        }
+        for other in [
+            "2021-11-26T06:22:19.000Z",
+            "2021-11-26T06:22:19.5Z",
+            "2021-11-26T06:22:19+00:00",
+            "2021-11-26t06:22:19z",
+            "2016-12-31T23:59:60Z",
+        ] {
+            assert_eq!(
+                Timestamp::parse(other).unwrap().as_sent_if_not_canonical(),
+                Some(other)
+            );
         }
     }
 

@@ -22,8 +22,10 @@ use crate::model::{Item, Order};
 /// How one column's value is read from a row, by SQL type.
 enum Get<R> {
     Text(fn(&R) -> &str),
-    /// A JSON object's text, or NULL: [`Extra::to_object`](crate::model::Extra::to_object).
-    Json(fn(&R) -> Option<String>),
+    /// Text or NULL: what is kept only where there is something to keep
+    /// (the date as sent when it is not the canonical spelling, an
+    /// [`Extra::to_object`](crate::model::Extra::to_object)).
+    OptText(fn(&R) -> Option<String>),
     Int4(fn(&R) -> i32),
     Int8(fn(&R) -> i64),
     Timestamptz(fn(&R) -> DateTime<Utc>),
@@ -58,10 +60,10 @@ const fn int8<R>(name: &'static str, get: fn(&R) -> i64) -> Column<R> {
     }
 }
 
-const fn json<R>(name: &'static str, get: fn(&R) -> Option<String>) -> Column<R> {
+const fn opt_text<R>(name: &'static str, get: fn(&R) -> Option<String>) -> Column<R> {
     Column {
         name,
-        get: Get::Json(get),
+        get: Get::OptText(get),
     }
 }
 
@@ -88,9 +90,11 @@ const ORDER_COLUMNS: [Column<Order>; 32] = [
         name: "date_created",
         get: Get::Timestamptz(|o| o.date_created.as_datetime()),
     },
-    text("date_created_text", |o| o.date_created.as_str()),
+    opt_text("date_created_text", |o| {
+        o.date_created.as_sent_if_not_canonical().map(str::to_owned)
+    }),
     text("oof_shard", |o| &o.oof_shard),
-    json("extra", |o| o.extra.to_object()),
+    opt_text("extra", |o| o.extra.to_object()),
     text("delivery.name", |o| &o.delivery.name),
     text("delivery.phone", |o| &o.delivery.phone),
     text("delivery.zip", |o| &o.delivery.zip),
@@ -98,7 +102,7 @@ const ORDER_COLUMNS: [Column<Order>; 32] = [
     text("delivery.address", |o| &o.delivery.address),
     text("delivery.region", |o| &o.delivery.region),
     text("delivery.email", |o| &o.delivery.email),
-    json("delivery.extra", |o| o.delivery.extra.to_object()),
+    opt_text("delivery.extra", |o| o.delivery.extra.to_object()),
     text("payment.transaction", |o| &o.payment.transaction),
     text("payment.request_id", |o| &o.payment.request_id),
     text("payment.currency", |o| &o.payment.currency),
@@ -109,7 +113,7 @@ const ORDER_COLUMNS: [Column<Order>; 32] = [
     int8("payment.delivery_cost", |o| o.payment.delivery_cost),
     int8("payment.goods_total", |o| o.payment.goods_total),
     int8("payment.custom_fee", |o| o.payment.custom_fee),
-    json("payment.extra", |o| o.payment.extra.to_object()),
+    opt_text("payment.extra", |o| o.payment.extra.to_object()),
 ];
 
 /// The item columns, one value per item, following [`ORDER_COLUMNS`] and
@@ -127,7 +131,7 @@ const ITEM_COLUMNS: [Column<Item>; 12] = [
     int8("items.nm_id", |i| i.nm_id),
     int4("items.sale", |i| narrow(i.sale)),
     int4("items.status", |i| narrow(i.status)),
-    json("items.extra", |i| i.extra.to_object()),
+    opt_text("items.extra", |i| i.extra.to_object()),
 ];
 
 /// Every parameter's name and SQL type, in order.
@@ -155,7 +159,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
 
 fn sql_type<R>(get: &Get<R>) -> &'static str {
     match get {
-        Get::Text(_) | Get::Json(_) => "text",
+        Get::Text(_) | Get::OptText(_) => "text",
         Get::Int4(_) => "int4",
         Get::Int8(_) => "int8",
         Get::Timestamptz(_) => "timestamptz",
@@ -165,7 +169,7 @@ fn sql_type<R>(get: &Get<R>) -> &'static str {
 /// One column's values for the whole batch.
 enum Values {
     Text(Vec<String>),
-    Json(Vec<Option<String>>),
+    OptText(Vec<Option<String>>),
     Int4(Vec<i32>),
     Int8(Vec<i64>),
     Timestamptz(Vec<DateTime<Utc>>),
@@ -175,7 +179,7 @@ impl Values {
     fn for_column<R>(get: &Get<R>, capacity: usize) -> Values {
         match get {
             Get::Text(_) => Values::Text(Vec::with_capacity(capacity)),
-            Get::Json(_) => Values::Json(Vec::with_capacity(capacity)),
+            Get::OptText(_) => Values::OptText(Vec::with_capacity(capacity)),
             Get::Int4(_) => Values::Int4(Vec::with_capacity(capacity)),
             Get::Int8(_) => Values::Int8(Vec::with_capacity(capacity)),
             Get::Timestamptz(_) => Values::Timestamptz(Vec::with_capacity(capacity)),
@@ -185,7 +189,7 @@ impl Values {
     fn push<R>(&mut self, get: &Get<R>, row: &R) {
         match (self, get) {
             (Values::Text(v), Get::Text(f)) => v.push(f(row).to_owned()),
-            (Values::Json(v), Get::Json(f)) => v.push(f(row)),
+            (Values::OptText(v), Get::OptText(f)) => v.push(f(row)),
             (Values::Int4(v), Get::Int4(f)) => v.push(f(row)),
             (Values::Int8(v), Get::Int8(f)) => v.push(f(row)),
             (Values::Timestamptz(v), Get::Timestamptz(f)) => v.push(f(row)),
@@ -197,7 +201,13 @@ impl Values {
     fn bind<'f>(self, query: BoxedSqlQuery<'f, Pg, SqlQuery>) -> BoxedSqlQuery<'f, Pg, SqlQuery> {
         match self {
             Values::Text(v) => query.bind::<Array<Text>, _>(v),
-            Values::Json(v) => query.bind::<Array<Nullable<Text>>, _>(v),
+            // All NULL, as for every order without unknown fields: sent
+            // as an empty array, which `unnest` pads with NULL for each
+            // row, rather than one NULL per row.
+            Values::OptText(v) if v.iter().all(Option::is_none) => {
+                query.bind::<Array<Nullable<Text>>, _>(Vec::<Option<String>>::new())
+            }
+            Values::OptText(v) => query.bind::<Array<Nullable<Text>>, _>(v),
             Values::Int4(v) => query.bind::<Array<Int4>, _>(v),
             Values::Int8(v) => query.bind::<Array<Int8>, _>(v),
             Values::Timestamptz(v) => query.bind::<Array<Timestamptz>, _>(v),
