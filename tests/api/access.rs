@@ -1,0 +1,263 @@
+//! Who may read an order. With `API_TOKEN` set, every route but the health
+//! checks and the page's own files answers 401 (`WWW-Authenticate: Bearer`,
+//! the JSON error) unless the request carries `Authorization: Bearer
+//! <token>`; several tokens are accepted at once, for rotation;
+//! `API_TOKEN_FILE` reads them from a file; `/metrics` may take its own
+//! (`METRICS_TOKEN`); `RECENT_ORDERS=off` removes the listing. Through the
+//! server binary, as an operator configures it.
+
+use std::time::Duration;
+
+use http::Method;
+use serde_json::Value;
+
+use crate::helpers::http_client::{Client, Response};
+use crate::helpers::{eventually, example_order, publish_orders, TestDb, TestStreams};
+use crate::services::{temp_dir, ServerProcess};
+
+/// The example order's id.
+const ID: &str = "b563feb7b2b84b6test";
+/// Two tokens in use at once: the one being retired and its successor.
+const OLD: &str = "old-token-0123456789abcdef";
+const NEW: &str = "new-token-fedcba9876543210";
+/// Prometheus's own.
+const SCRAPE: &str = "metrics-token-0123456789";
+
+/// Routes that hold or describe orders: closed without a token.
+const CLOSED: &[&str] = &[
+    "/orders/b563feb7b2b84b6test",
+    "/getOrder?id=b563feb7b2b84b6test",
+    "/orders",
+    "/status",
+];
+
+/// What stays open: the health checks an orchestrator probes, and the page
+/// and its files, which hold no order and must load to ask for the token.
+const OPEN: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/",
+    "/app.js",
+    "/style.css",
+    "/favicon.svg",
+    "/openapi.yaml",
+];
+
+async fn get(client: &Client, path: &str, authorization: Option<&str>) -> Response {
+    let headers: Vec<_> = authorization.map(|a| ("authorization", a)).into_iter().collect();
+    client
+        .send_with(Method::GET, path, &headers)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// A 401 as the issue asks: the challenge, and the JSON error body.
+fn assert_unauthorized(res: &Response, what: &str) {
+    assert_eq!(res.status, 401, "{what}");
+    let challenge = res.headers["www-authenticate"].to_str().expect("ASCII");
+    assert!(challenge.starts_with("Bearer "), "{what}: {challenge}");
+    assert_eq!(res.headers["content-type"], "application/json", "{what}");
+    assert_eq!(res.headers["x-content-type-options"], "nosniff", "{what}");
+    let body: Value = serde_json::from_slice(&res.body).expect("JSON error");
+    assert_eq!(body["error"], "unauthorized", "{what}");
+    assert!(body["message"].is_string(), "{what}");
+}
+
+/// Starts the server binary with `env` and the example order stored.
+async fn server_with(
+    db: &TestDb,
+    streams: &TestStreams,
+    env: &[(&str, &str)],
+) -> (ServerProcess, std::path::PathBuf) {
+    let dir = temp_dir("order-cache-access");
+    let log = dir.join("server.log");
+    let mut server =
+        ServerProcess::spawn_with(&db.url, &streams.nats_url, &streams.config, env, Some(&log));
+    server.wait_ready(Duration::from_secs(30)).await;
+    let nats = async_nats::connect(streams.nats_url.as_str())
+        .await
+        .expect("NATS");
+    let js = async_nats::jetstream::new(nats);
+    publish_orders(&js, &streams.config.subject, &[ID.to_owned()]).await;
+    (server, dir)
+}
+
+/// Waits until `client` (with its token) is served the example order.
+async fn wait_for_order(client: &Client, authorization: &str) {
+    eventually(Duration::from_secs(20), "the order is served", || async {
+        match get(client, &format!("/orders/{ID}"), Some(authorization)).await {
+            res if res.status == 200 => Ok(()),
+            res => Err(format!("status {}", res.status)),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_token_every_route_but_health_and_the_page_answers_401_without_it() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let tokens = format!("{OLD}, {NEW}");
+    let (mut server, dir) = server_with(
+        &db,
+        &streams,
+        &[("API_TOKEN", &tokens), ("METRICS_TOKEN", SCRAPE)],
+    )
+    .await;
+    let client = server.client();
+    wait_for_order(&client, &format!("Bearer {OLD}")).await;
+
+    for path in CLOSED.iter().chain(&["/metrics"]) {
+        assert_unauthorized(&get(&client, path, None).await, &format!("{path}, no token"));
+        let head = client
+            .send_with(Method::HEAD, path, &[])
+            .await
+            .expect("HEAD");
+        assert_eq!(head.status, 401, "HEAD {path}, no token");
+        let wrong = get(&client, path, Some("Bearer wrong-token-0123456789")).await;
+        assert_unauthorized(&wrong, &format!("{path}, a wrong token"));
+        let challenge = wrong.headers["www-authenticate"].to_str().unwrap_or("");
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        // A token is a header, never part of an address that lands in logs
+        // and browser histories.
+        let sep = if path.contains('?') { '&' } else { '?' };
+        for query in [format!("access_token={OLD}"), format!("token={OLD}")] {
+            let res = get(&client, &format!("{path}{sep}{query}"), None).await;
+            assert_eq!(res.status, 401, "{path} with the token in the query");
+        }
+        for malformed in [
+            OLD.to_owned(),
+            format!("Basic {OLD}"),
+            format!("Bearer {OLD}x"),
+            format!("Bearer  {OLD} {OLD}"),
+            "Bearer".to_owned(),
+        ] {
+            let res = get(&client, path, Some(&malformed)).await;
+            assert_eq!(res.status, 401, "{path} with `{malformed}`");
+        }
+    }
+    // Both tokens open the order routes, during a rotation; the scheme's
+    // name is case-insensitive.
+    for authorization in [
+        format!("Bearer {OLD}"),
+        format!("Bearer {NEW}"),
+        format!("bearer {NEW}"),
+    ] {
+        for path in CLOSED {
+            let res = get(&client, path, Some(&authorization)).await;
+            assert_eq!(res.status, 200, "{path} with {authorization}");
+        }
+        // Not /metrics, which has its own.
+        let res = get(&client, "/metrics", Some(&authorization)).await;
+        assert_eq!(res.status, 401, "/metrics with an API token");
+    }
+    let res = get(&client, "/metrics", Some(&format!("Bearer {SCRAPE}"))).await;
+    assert_eq!(res.status, 200, "/metrics with its own token");
+    for path in CLOSED {
+        let res = get(&client, path, Some(&format!("Bearer {SCRAPE}"))).await;
+        assert_eq!(res.status, 401, "{path} with the metrics token");
+    }
+    for path in OPEN {
+        let res = get(&client, path, None).await;
+        assert_eq!(res.status, 200, "{path} stays open");
+    }
+    assert!(server.is_running());
+    let _ = server.terminate(Duration::from_secs(20)).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_file_is_read_at_start_one_token_a_line() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let secrets = temp_dir("order-cache-token-file");
+    let file = secrets.join("api-token");
+    // As an orchestrator mounts a secret: a trailing newline, and here two
+    // tokens during a rotation.
+    std::fs::write(&file, format!("{OLD}\n{NEW}\n")).expect("write the token file");
+    let path = file.to_str().expect("UTF-8 path");
+    let (mut server, dir) = server_with(&db, &streams, &[("API_TOKEN_FILE", path)]).await;
+    let client = server.client();
+    wait_for_order(&client, &format!("Bearer {NEW}")).await;
+    for path in CLOSED.iter().chain(&["/metrics"]) {
+        assert_unauthorized(&get(&client, path, None).await, path);
+        for token in [OLD, NEW] {
+            let res = get(&client, path, Some(&format!("Bearer {token}"))).await;
+            assert_eq!(res.status, 200, "{path}: the file's tokens open it");
+        }
+    }
+    assert!(server.is_running());
+    let _ = server.terminate(Duration::from_secs(20)).await;
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(secrets);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_listing_off_orders_is_404_and_lookups_still_work() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let (server, dir) = server_with(
+        &db,
+        &streams,
+        &[("RECENT_ORDERS", "off"), ("API_TOKEN", OLD)],
+    )
+    .await;
+    let client = server.client();
+    let bearer = format!("Bearer {OLD}");
+    wait_for_order(&client, &bearer).await;
+    for authorization in [None, Some(bearer.as_str())] {
+        let res = get(&client, "/orders", authorization).await;
+        assert_eq!(res.status, 404, "/orders, token {authorization:?}");
+        let body: Value = serde_json::from_slice(&res.body).expect("JSON");
+        assert_eq!(body["error"], "no_route");
+    }
+    let res = get(&client, &format!("/orders/{ID}"), Some(&bearer)).await;
+    let order: Value = serde_json::from_slice(&res.body).expect("JSON");
+    assert_eq!(order, example_order(ID));
+    assert_eq!(
+        get(&client, "/status", Some(&bearer)).await.status,
+        200,
+        "the rest is served"
+    );
+    let _ = server.terminate(Duration::from_secs(20)).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_that_cannot_work_stops_the_start() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let dir = temp_dir("order-cache-bad-token");
+    let missing = dir.join("no-such-file");
+    let missing = missing.to_str().expect("UTF-8 path");
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").expect("write");
+    let empty = empty.to_str().expect("UTF-8 path");
+    for (i, env) in [
+        vec![("API_TOKEN", "short")],
+        vec![("API_TOKEN", " , ")],
+        vec![("API_TOKEN", "")],
+        vec![("METRICS_TOKEN", "short")],
+        vec![("API_TOKEN_FILE", missing)],
+        vec![("API_TOKEN_FILE", empty)],
+        vec![("API_TOKEN", OLD), ("API_TOKEN_FILE", empty)],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let log = dir.join(format!("server-{i}.log"));
+        let mut server =
+            ServerProcess::spawn_with(&db.url, &streams.nats_url, &streams.config, &env, Some(&log));
+        let exited = eventually(Duration::from_secs(20), "the server exits", || {
+            let running = server.is_running();
+            std::future::ready(if running { Err("running") } else { Ok(()) })
+        });
+        exited.await;
+        let text = server.output();
+        assert!(
+            text.contains("API_TOKEN") || text.contains("METRICS_TOKEN"),
+            "{env:?}: the error names the setting:\n{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
