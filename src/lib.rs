@@ -88,6 +88,7 @@ mod restore;
 mod schema;
 pub mod server;
 mod store;
+mod tokens;
 pub mod trace;
 
 pub use app::{AppConfig, AppError, Service, ServiceBuilder};
@@ -96,7 +97,9 @@ pub use cache::{
     CompressionError, Snapshot, TRAIN_AFTER,
 };
 pub use health::Readiness;
-pub use http::{recover, router, routes, Api, CACHE_HEADER, MISS_DEADLINE};
+pub use http::{
+    order_lookup, recent_orders, recover, router, routes, Api, CACHE_HEADER, MISS_DEADLINE,
+};
 pub use ingest::{IngestConfig, IngestError, Ingestor};
 pub use metrics::Metrics;
 pub use model::{Order, OrderUid, Rejection, UnknownFields};
@@ -105,6 +108,7 @@ pub use report::Report;
 pub use restore::restore;
 pub use server::ServerConfig;
 pub use store::{Corruption, DatabaseError, Scanned, Store, StoreConfig, StoreError};
+pub use tokens::{BearerTokens, TokenError, MIN_TOKEN_LEN};
 
 /// The NATS client this crate is built on: a host names its types to give
 /// [`Ingestor::new`] a JetStream context and [`Readiness::with_nats`] a

@@ -44,7 +44,10 @@ const OPEN: &[&str] = &[
 ];
 
 async fn get(client: &Client, path: &str, authorization: Option<&str>) -> Response {
-    let headers: Vec<_> = authorization.map(|a| ("authorization", a)).into_iter().collect();
+    let headers: Vec<_> = authorization
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
     client
         .send_with(Method::GET, path, &headers)
         .await
@@ -108,7 +111,10 @@ async fn with_a_token_every_route_but_health_and_the_page_answers_401_without_it
     wait_for_order(&client, &format!("Bearer {OLD}")).await;
 
     for path in CLOSED.iter().chain(&["/metrics"]) {
-        assert_unauthorized(&get(&client, path, None).await, &format!("{path}, no token"));
+        assert_unauthorized(
+            &get(&client, path, None).await,
+            &format!("{path}, no token"),
+        );
         let head = client
             .send_with(Method::HEAD, path, &[])
             .await
@@ -246,8 +252,13 @@ async fn a_token_that_cannot_work_stops_the_start() {
     .enumerate()
     {
         let log = dir.join(format!("server-{i}.log"));
-        let mut server =
-            ServerProcess::spawn_with(&db.url, &streams.nats_url, &streams.config, &env, Some(&log));
+        let mut server = ServerProcess::spawn_with(
+            &db.url,
+            &streams.nats_url,
+            &streams.config,
+            &env,
+            Some(&log),
+        );
         let exited = eventually(Duration::from_secs(20), "the server exits", || {
             let running = server.is_running();
             std::future::ready(if running { Err("running") } else { Ok(()) })
