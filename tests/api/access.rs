@@ -272,3 +272,221 @@ async fn a_token_that_cannot_work_stops_the_start() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// In process, through `warp::test`: the library's filters as a host mounts
+// them.
+
+mod in_process {
+    use std::convert::Infallible;
+
+    use order_cache::{
+        order_lookup, recent_orders, recover, router, routes, Api, BearerTokens, Cache, Metrics,
+        Readiness,
+    };
+    use warp::http::StatusCode;
+    use warp::{Filter, Rejection, Reply};
+
+    use super::{CLOSED, ID, NEW, OLD, OPEN, SCRAPE};
+    use crate::helpers::example;
+
+    fn api() -> Api {
+        let cache = Cache::new();
+        cache.insert_orders(&[example(ID)]);
+        let readiness = Readiness::new();
+        readiness.mark_restored();
+        Api::new(cache, Metrics::new(), readiness)
+    }
+
+    fn tokens(list: &str) -> BearerTokens {
+        BearerTokens::parse(list).expect("valid tokens")
+    }
+
+    async fn status(
+        app: &(impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + 'static),
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, warp::http::HeaderMap) {
+        let mut request = warp::test::request().method(method).path(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let res = request.reply(app).await;
+        (res.status().as_u16(), res.headers().clone())
+    }
+
+    #[tokio::test]
+    async fn without_tokens_every_route_is_served_as_before() {
+        let app = router(api());
+        for path in CLOSED.iter().chain(OPEN).chain(&["/metrics"]) {
+            assert_eq!(status(&app, "GET", path, None).await.0, 200, "{path}");
+            // A header the routes do not need is no reason to refuse.
+            let res = warp::test::request()
+                .path(path)
+                .header("authorization", b"Bearer \xff".as_slice())
+                .reply(&app)
+                .await;
+            assert_eq!(res.status(), 200, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn with_tokens_each_closed_route_answers_401_and_each_token_opens_it() {
+        let app = router(
+            api()
+                .with_tokens(tokens(&format!("{OLD},{NEW}")))
+                .with_metrics_tokens(tokens(SCRAPE)),
+        );
+        for path in CLOSED {
+            for method in ["GET", "HEAD"] {
+                let (code, headers) = status(&app, method, path, None).await;
+                assert_eq!(code, 401, "{method} {path}");
+                assert_eq!(headers["www-authenticate"], r#"Bearer realm="order_cache""#);
+                assert_eq!(headers["x-content-type-options"], "nosniff");
+                assert!(headers.contains_key("content-security-policy"));
+                let (code, headers) =
+                    status(&app, method, path, Some("wrong-token-0123456789")).await;
+                assert_eq!(code, 401, "{method} {path}, a wrong token");
+                assert_eq!(
+                    headers["www-authenticate"],
+                    r#"Bearer realm="order_cache", error="invalid_token""#
+                );
+                for token in [OLD, NEW] {
+                    assert_eq!(
+                        status(&app, method, path, Some(token)).await.0,
+                        200,
+                        "{path}"
+                    );
+                }
+                assert_eq!(
+                    status(&app, method, path, Some(SCRAPE)).await.0,
+                    401,
+                    "{path}"
+                );
+            }
+        }
+        assert_eq!(status(&app, "GET", "/metrics", Some(OLD)).await.0, 401);
+        assert_eq!(status(&app, "GET", "/metrics", Some(SCRAPE)).await.0, 200);
+        for path in OPEN {
+            assert_eq!(status(&app, "GET", path, None).await.0, 200, "{path}");
+        }
+        // Without its own tokens, /metrics takes the API's.
+        let app = router(api().with_tokens(tokens(OLD)));
+        assert_eq!(status(&app, "GET", "/metrics", None).await.0, 401);
+        assert_eq!(status(&app, "GET", "/metrics", Some(OLD)).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn the_token_is_asked_for_only_where_a_route_would_serve() {
+        let app = router(api().with_tokens(tokens(OLD)));
+        // An unknown path is still 404, a wrong method still 405.
+        assert_eq!(status(&app, "GET", "/nowhere", None).await.0, 404);
+        assert_eq!(status(&app, "POST", "/orders/abc", None).await.0, 405);
+        assert_eq!(status(&app, "DELETE", "/status", None).await.0, 405);
+        // The error body is the JSON shape of every error.
+        let res = warp::test::request().path("/orders/abc").reply(&app).await;
+        let body: serde_json::Value = serde_json::from_slice(res.body()).expect("JSON");
+        assert_eq!(body["error"], "unauthorized");
+        assert_eq!(res.headers()["content-type"], "application/json");
+    }
+
+    #[tokio::test]
+    async fn the_listing_turned_off_is_no_route() {
+        let app = router(api().with_recent_orders(false));
+        assert_eq!(status(&app, "GET", "/orders", None).await.0, 404);
+        assert_eq!(status(&app, "POST", "/orders", None).await.0, 404);
+        assert_eq!(
+            status(&app, "GET", &format!("/orders/{ID}"), None).await.0,
+            200
+        );
+        assert_eq!(
+            status(&app, "GET", "/orders/", None).await.0,
+            400,
+            "an empty id"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_lookup_and_the_listing_mount_apart() {
+        let lookup = order_lookup(api()).recover(recover);
+        assert_eq!(
+            status(&lookup, "GET", &format!("/orders/{ID}"), None)
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            status(&lookup, "GET", &format!("/getOrder?id={ID}"), None)
+                .await
+                .0,
+            200
+        );
+        for path in ["/orders", "/status", "/metrics", "/"] {
+            assert_eq!(status(&lookup, "GET", path, None).await.0, 404, "{path}");
+        }
+        let listing = recent_orders(api()).recover(recover);
+        assert_eq!(status(&listing, "GET", "/orders", None).await.0, 200);
+        assert_eq!(
+            status(&listing, "GET", &format!("/orders/{ID}"), None)
+                .await
+                .0,
+            404
+        );
+        // Each alone still checks the Api's tokens and sends the headers.
+        let closed = order_lookup(api().with_tokens(tokens(OLD))).recover(recover);
+        let (code, headers) = status(&closed, "GET", &format!("/orders/{ID}"), None).await;
+        assert_eq!(code, 401);
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(
+            status(&closed, "GET", &format!("/orders/{ID}"), Some(OLD))
+                .await
+                .0,
+            200
+        );
+    }
+
+    /// The host's rejection, for requests its own check refuses.
+    #[derive(Debug)]
+    struct NotSignedIn;
+    impl warp::reject::Reject for NotSignedIn {}
+
+    async fn host_recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+        if rejection.find::<NotSignedIn>().is_some() {
+            let reply = warp::reply::with_status("sign in", StatusCode::FORBIDDEN);
+            return Ok(reply.into_response());
+        }
+        recover(rejection).await.map(Reply::into_response)
+    }
+
+    #[tokio::test]
+    async fn a_host_wraps_the_routes_in_its_own_check() {
+        let signed_in = warp::header::optional::<String>("x-user")
+            .and_then(|user: Option<String>| async move {
+                match user {
+                    Some(_) => Ok(()),
+                    None => Err(warp::reject::custom(NotSignedIn)),
+                }
+            })
+            .untuple_one();
+        let hello = warp::path("hello").map(|| "open to all");
+        // The lookup behind the host's check; no listing; the host's hello
+        // open; routes() untouched for everything else under /crate.
+        let app = hello
+            .or(signed_in.and(order_lookup(api())))
+            .or(warp::path("crate").and(routes(api())))
+            .recover(host_recover);
+        assert_eq!(status(&app, "GET", "/hello", None).await.0, 200);
+        let res = warp::test::request()
+            .path(&format!("/orders/{ID}"))
+            .reply(&app)
+            .await;
+        assert_eq!(res.status(), 403, "the host's check refuses");
+        let res = warp::test::request()
+            .path(&format!("/orders/{ID}"))
+            .header("x-user", "ann")
+            .reply(&app)
+            .await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(status(&app, "GET", "/crate/orders", None).await.0, 200);
+    }
+}

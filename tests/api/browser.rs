@@ -218,7 +218,10 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
         .env("HOSTILE_ID", HOSTILE_ID)
         .env("BIG_ID", BIG_ID)
         .env("OTHER_ID", OTHER_ID)
-        .env("TOKEN_BASE_URL", format!("http://{}/", closed.client.addr()))
+        .env(
+            "TOKEN_BASE_URL",
+            format!("http://{}/", closed.client.addr()),
+        )
         .env("TOKEN", TOKEN)
         .env("SCREENSHOT_DIR", format!("{root}/docs"))
         .env("LIVE_SIGNAL", &signal)
