@@ -85,12 +85,14 @@ async fn server_with(
     (server, dir)
 }
 
-/// Waits until `client` (with its token) is served the example order.
-async fn wait_for_order(client: &Client, authorization: &str) {
+/// Waits until `client`, sending `token`, is served the example order.
+async fn wait_for_order(client: &Client, token: &str) {
+    let client = client.clone().bearer(token);
     eventually(Duration::from_secs(20), "the order is served", || async {
-        match get(client, &format!("/orders/{ID}"), Some(authorization)).await {
-            res if res.status == 200 => Ok(()),
-            res => Err(format!("status {}", res.status)),
+        match client.get(&format!("/orders/{ID}")).await {
+            Ok((200, _)) => Ok(()),
+            Ok((status, _)) => Err(format!("status {status}")),
+            Err(e) => Err(e.to_string()),
         }
     })
     .await;
@@ -108,7 +110,7 @@ async fn with_a_token_every_route_but_health_and_the_page_answers_401_without_it
     )
     .await;
     let client = server.client();
-    wait_for_order(&client, &format!("Bearer {OLD}")).await;
+    wait_for_order(&client, OLD).await;
 
     for path in CLOSED.iter().chain(&["/metrics"]) {
         assert_unauthorized(
@@ -184,7 +186,7 @@ async fn the_token_file_is_read_at_start_one_token_a_line() {
     let path = file.to_str().expect("UTF-8 path");
     let (mut server, dir) = server_with(&db, &streams, &[("API_TOKEN_FILE", path)]).await;
     let client = server.client();
-    wait_for_order(&client, &format!("Bearer {NEW}")).await;
+    wait_for_order(&client, NEW).await;
     for path in CLOSED.iter().chain(&["/metrics"]) {
         assert_unauthorized(&get(&client, path, None).await, path);
         for token in [OLD, NEW] {
@@ -210,7 +212,7 @@ async fn with_the_listing_off_orders_is_404_and_lookups_still_work() {
     .await;
     let client = server.client();
     let bearer = format!("Bearer {OLD}");
-    wait_for_order(&client, &bearer).await;
+    wait_for_order(&client, OLD).await;
     for authorization in [None, Some(bearer.as_str())] {
         let res = get(&client, "/orders", authorization).await;
         assert_eq!(res.status, 404, "/orders, token {authorization:?}");
