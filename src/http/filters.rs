@@ -1,7 +1,6 @@
 //! Which request each route takes. The method is checked after the path, in
 //! every route, so that a path nobody serves is 404 whatever the method,
 //! and 405 means the path exists.
-
 //!
 //! A closed route (one that holds or describes orders) checks the access
 //! token after its path and method: an unknown path is still 404, a wrong
