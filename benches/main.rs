@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use order_cache::{router, Api, Cache, Metrics, Order, OrderUid, Readiness};
+use order_cache::{router, Api, BearerTokens, Cache, Metrics, Order, OrderUid, Readiness};
 
 const EXAMPLE: &[u8] = include_bytes!("../examples/example.json");
 const CACHED: usize = 1_000_000;
@@ -124,7 +124,12 @@ fn http(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let cache = full_cache(100_000);
-    let routes = router(Api::new(cache, Metrics::new(), Readiness::new()));
+    let routes = router(Api::new(cache.clone(), Metrics::new(), Readiness::new()));
+    // The same routes behind access tokens, as during a rotation: every
+    // token is compared on every request.
+    let tokens = BearerTokens::parse("retired-token-0123456789abcdef,bench-token-0123456789abcdef")
+        .expect("valid tokens");
+    let closed = router(Api::new(cache, Metrics::new(), Readiness::new()).with_tokens(tokens));
     let mut g = c.benchmark_group("router");
     g.throughput(Throughput::Elements(1));
     g.bench_function("GET /orders/{id} hit, in-process", |b| {
@@ -138,6 +143,21 @@ fn http(c: &mut Criterion) {
             })
         })
     });
+    g.bench_function(
+        "GET /orders/{id} hit with an access token, in-process",
+        |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let res = warp::test::request()
+                        .path("/orders/o0001234")
+                        .header("authorization", "Bearer bench-token-0123456789abcdef")
+                        .reply(&closed)
+                        .await;
+                    assert_eq!(res.status(), 200);
+                })
+            })
+        },
+    );
     g.bench_function("GET /orders/{id} 404, in-process", |b| {
         b.iter(|| {
             runtime.block_on(async {

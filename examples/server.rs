@@ -1,14 +1,15 @@
 //! The order_cache service: `cargo run --example server -- --help`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use order_cache::trace::Tracer;
 use order_cache::{
-    app, server, AppConfig, Compression, IngestConfig, Report, ServerConfig, StoreConfig,
-    UnknownFields,
+    app, server, AppConfig, BearerTokens, Compression, IngestConfig, Report, ServerConfig,
+    StoreConfig, UnknownFields,
 };
 
 // The ingest path allocates and frees many large, short-lived buffers (one
@@ -92,6 +93,29 @@ struct Settings {
     /// the order: a closed schema).
     #[arg(long, env = "UNKNOWN_FIELDS", default_value = "keep")]
     unknown_fields: UnknownFields,
+    /// Access tokens the routes holding orders take (`Authorization: Bearer
+    /// <token>`), comma separated: several while one is rotated. Unset, anyone
+    /// who reaches the port reads every order. Prefer the environment or
+    /// API_TOKEN_FILE to this flag, which other users can see in `ps`.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true, value_name = "TOKENS")]
+    api_token: Option<String>,
+    /// A file holding the access tokens (one a line, or comma separated), as
+    /// an orchestrator mounts a secret; read once, at start.
+    #[arg(long, env = "API_TOKEN_FILE", value_name = "PATH")]
+    api_token_file: Option<PathBuf>,
+    /// Tokens /metrics takes instead of the access tokens (a scraper's token
+    /// then opens no order), comma separated. Unset: the access tokens.
+    #[arg(
+        long,
+        env = "METRICS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKENS"
+    )]
+    metrics_token: Option<String>,
+    /// Whether GET /orders lists the most recent ids (`on`) or is no route
+    /// (`off`: reading an order then needs its id).
+    #[arg(long, env = "RECENT_ORDERS", default_value = "on", hide_possible_values = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    recent_orders: bool,
     /// Threads serving HTTP and ingesting (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -237,8 +261,29 @@ mod tests {
     }
 }
 
+/// The access tokens and the metrics tokens the settings give. A setting
+/// given empty is an error, not an open service; errors name the setting
+/// and the token's place, never a token.
+fn tokens(s: &Settings) -> anyhow::Result<(BearerTokens, Option<BearerTokens>)> {
+    // Set but empty counts as set: `API_TOKEN=$UNSET_SECRET` must not
+    // open the routes.
+    let given = |flag: &Option<String>, var: &str| flag.clone().or_else(|| std::env::var(var).ok());
+    let api_token = given(&s.api_token, "API_TOKEN");
+    let api = match (api_token, &s.api_token_file) {
+        (Some(_), Some(_)) => anyhow::bail!("API_TOKEN and API_TOKEN_FILE are both set: give one"),
+        (Some(list), None) => BearerTokens::parse(&list).context("API_TOKEN")?,
+        (None, Some(path)) => BearerTokens::read_file(path).context("API_TOKEN_FILE")?,
+        (None, None) => BearerTokens::none(),
+    };
+    let metrics = given(&s.metrics_token, "METRICS_TOKEN")
+        .map(|list| BearerTokens::parse(&list).context("METRICS_TOKEN"))
+        .transpose()?;
+    Ok((api, metrics))
+}
+
 fn serve(s: Settings) -> anyhow::Result<()> {
     let traces = Traces::from_env(s.batch_size)?;
+    let (api_tokens, metrics_tokens) = tokens(&s)?;
     let mut store = StoreConfig::new(s.database_url);
     store.max_connections = s.database_max_connections;
     let config = AppConfig {
@@ -264,6 +309,9 @@ fn serve(s: Settings) -> anyhow::Result<()> {
         },
         cache_max_bytes: s.cache_max_bytes.bytes(),
         cache_compression: s.cache_compression,
+        api_tokens,
+        metrics_tokens,
+        recent_orders: s.recent_orders,
     };
     match config.cache_max_bytes {
         Some(max) => {

@@ -22,6 +22,7 @@ use crate::report::Report;
 use crate::restore::restore;
 use crate::server::{serve, ServerConfig};
 use crate::store::{Store, StoreConfig, StoreError};
+use crate::tokens::BearerTokens;
 
 /// How long to wait between attempts to reach PostgreSQL or NATS at start.
 const START_RETRY: Duration = Duration::from_millis(500);
@@ -44,10 +45,13 @@ const START_RETRY: Duration = Duration::from_millis(500);
 /// `Debug` shows no password or token:
 ///
 /// ```
-/// use order_cache::AppConfig;
+/// use order_cache::{AppConfig, BearerTokens};
 ///
-/// let config = AppConfig::new("postgres://app:s3cret@db/orders", "nats://app:t0ps3cret@nats:4222");
-/// assert!(!format!("{config:?}").contains("s3cret"));
+/// let mut config = AppConfig::new("postgres://app:s3cret@db/orders", "nats://app:t0ps3cret@nats:4222");
+/// config.api_tokens = BearerTokens::parse("api-t0ps3cret-0123456789").unwrap();
+/// let debug = format!("{config:?}");
+/// assert!(!debug.contains("s3cret") && !debug.contains("t0ps3cret"));
+/// assert!(debug.contains("api_tokens: BearerTokens(1 token, hidden)"));
 /// ```
 #[derive(Clone)]
 pub struct AppConfig {
@@ -75,6 +79,16 @@ pub struct AppConfig {
     /// order costs and 1-2 µs per read. Ignored when the builder is given
     /// a cache.
     pub cache_compression: Compression,
+    /// The tokens the routes holding or describing orders take
+    /// ([`Api::with_tokens`]); none (the default) leaves them open, and
+    /// [`run`] warns when it then listens beyond loopback.
+    pub api_tokens: BearerTokens,
+    /// The tokens `/metrics` takes instead of `api_tokens`
+    /// ([`Api::with_metrics_tokens`]); `None` (the default): the same.
+    pub metrics_tokens: Option<BearerTokens>,
+    /// Whether `GET /orders` lists the most recent ids (the default) or is
+    /// no route ([`Api::with_recent_orders`]).
+    pub recent_orders: bool,
 }
 
 impl AppConfig {
@@ -89,6 +103,9 @@ impl AppConfig {
             http: ServerConfig::default(),
             cache_max_bytes: None,
             cache_compression: Compression::None,
+            api_tokens: BearerTokens::none(),
+            metrics_tokens: None,
+            recent_orders: true,
         }
     }
 }
@@ -104,6 +121,9 @@ impl std::fmt::Debug for AppConfig {
             .field("http", &self.http)
             .field("cache_max_bytes", &self.cache_max_bytes)
             .field("cache_compression", &self.cache_compression)
+            .field("api_tokens", &self.api_tokens)
+            .field("metrics_tokens", &self.metrics_tokens)
+            .field("recent_orders", &self.recent_orders)
             .finish()
     }
 }
@@ -229,8 +249,13 @@ impl ServiceBuilder {
         let readiness = Readiness::new()
             .with_store(store.clone())
             .with_nats(nats.clone());
-        let api =
-            Api::new(cache.clone(), metrics.clone(), readiness.clone()).with_store(store.clone());
+        let mut api = Api::new(cache.clone(), metrics.clone(), readiness.clone())
+            .with_store(store.clone())
+            .with_tokens(config.api_tokens.clone())
+            .with_recent_orders(config.recent_orders);
+        if let Some(tokens) = &config.metrics_tokens {
+            api = api.with_metrics_tokens(tokens.clone());
+        }
         Ok(Service {
             config,
             store,
@@ -441,10 +466,19 @@ pub async fn run(
 ) -> Result<(), AppError> {
     let shutdown = shutdown.shared();
     let (http, shutdown_timeout) = (config.http.clone(), config.shutdown_timeout);
+    let open = config.api_tokens.is_empty();
     let service = Service::builder(config).connect().await?;
-    let addr = listener
-        .local_addr()
-        .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string());
+    let local = listener.local_addr();
+    if let Ok(local) = &local {
+        if open && !is_loopback(local) {
+            warn!(
+                addr = %local,
+                "listening beyond loopback with no access token: anyone who reaches this port \
+                 reads every order; set API_TOKEN (or API_TOKEN_FILE)"
+            );
+        }
+    }
+    let addr = local.map_or_else(|e| format!("unknown ({e})"), |a| a.to_string());
     let mut server = tokio::spawn(serve(
         listener,
         warp::service(router(service.api())),
@@ -469,6 +503,12 @@ pub async fn run(
     }
     close_nats(&service.nats, shutdown_timeout).await;
     result
+}
+
+/// Whether only this machine can reach `addr`: 127.0.0.0/8 or ::1 (also as
+/// `::ffff:127.0.0.1`), not 0.0.0.0, `::` or an interface's address.
+fn is_loopback(addr: &std::net::SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
 }
 
 /// Sets the readiness and cache gauges every second, for ever: a host that
@@ -520,4 +560,29 @@ async fn connect_nats(
             timeout: config.startup_timeout,
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn only_loopback_addresses_go_without_the_warning() {
+        for addr in [
+            "127.0.0.1:8080",
+            "127.0.0.2:0",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(is_loopback(&addr.parse().unwrap()), "{addr}");
+        }
+        for addr in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.0.0.5:8080",
+            "[::ffff:10.0.0.5]:80",
+        ] {
+            assert!(!is_loopback(&addr.parse().unwrap()), "{addr}");
+        }
+    }
 }

@@ -49,6 +49,55 @@
 //! [`app::run`] is the same behind one listener: what `examples/server.rs`
 //! runs. `examples/embed.rs` is the example above as a program.
 //!
+//! # Who may read an order
+//!
+//! Every order holds a name, a phone number, an e-mail and an address.
+//! [`AppConfig::api_tokens`] ([`Api::with_tokens`]) closes the routes that
+//! hold or describe orders to requests without `Authorization: Bearer
+//! <token>`; [`AppConfig::recent_orders`] turns the listing off. A host that
+//! has its own notion of who may read mounts the pieces it wants,
+//! [`order_lookup`] and [`recent_orders`], behind its own check, which
+//! rejects; one `recover` at the top answers its rejections and the
+//! crate's:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use order_cache::{order_lookup, recover, Api, Cache, Metrics, Readiness};
+//! use warp::{http::StatusCode, Filter, Rejection, Reply};
+//!
+//! #[derive(Debug)]
+//! struct Forbidden;
+//! impl warp::reject::Reject for Forbidden {}
+//!
+//! /// The host's check: here, a staff header its proxy sets.
+//! fn staff() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+//!     warp::header::optional::<String>("x-staff")
+//!         .and_then(|staff: Option<String>| async move {
+//!             staff.map(|_| ()).ok_or_else(|| warp::reject::custom(Forbidden))
+//!         })
+//!         .untuple_one()
+//! }
+//!
+//! async fn host_recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+//!     if r.find::<Forbidden>().is_some() {
+//!         return Ok(warp::reply::with_status("staff only", StatusCode::FORBIDDEN).into_response());
+//!     }
+//!     recover(r).await.map(Reply::into_response)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let api = Api::new(Cache::new(), Metrics::new(), Readiness::new());
+//! // The lookup for staff only; no listing, page or metrics of the crate's.
+//! let app = staff().and(order_lookup(api)).recover(host_recover);
+//!
+//! let res = warp::test::request().path("/orders/abc").reply(&app).await;
+//! assert_eq!(res.status(), 403);
+//! let res = warp::test::request().path("/orders/abc").header("x-staff", "ann").reply(&app).await;
+//! assert_eq!(res.status(), 404, "let through: there is no such order");
+//! # }
+//! ```
+//!
 //! # The pieces
 //!
 //! Each is usable on its own; the builder uses nothing else.
@@ -63,7 +112,10 @@
 //! - [`Ingestor`] ([`ingest`]): the durable JetStream consumer that stores,
 //!   caches, then acknowledges; dead-letters what it must reject.
 //! - [`routes`], [`router`], [`recover`] and [`Api`]: the warp filters with
-//!   the JSON API, the page, health and metrics.
+//!   the JSON API, the page, health and metrics; [`order_lookup`] and
+//!   [`recent_orders`] apart.
+//! - [`BearerTokens`]: the access tokens the routes take, compared in
+//!   constant time and never shown.
 //! - [`Metrics`] and [`Readiness`]: what `/metrics` and `/readyz` report.
 //! - [`server::serve`] ([`server`]): serves a filter over HTTP/1.1 with
 //!   header and idle timeouts and a cap on open connections.
@@ -88,6 +140,7 @@ mod restore;
 mod schema;
 pub mod server;
 mod store;
+mod tokens;
 pub mod trace;
 
 pub use app::{AppConfig, AppError, Service, ServiceBuilder};
@@ -96,7 +149,9 @@ pub use cache::{
     CompressionError, Snapshot, TRAIN_AFTER,
 };
 pub use health::Readiness;
-pub use http::{recover, router, routes, Api, CACHE_HEADER, MISS_DEADLINE};
+pub use http::{
+    order_lookup, recent_orders, recover, router, routes, Api, CACHE_HEADER, MISS_DEADLINE,
+};
 pub use ingest::{IngestConfig, IngestError, Ingestor};
 pub use metrics::Metrics;
 pub use model::{Order, OrderUid, Rejection, UnknownFields};
@@ -105,6 +160,7 @@ pub use report::Report;
 pub use restore::restore;
 pub use server::ServerConfig;
 pub use store::{Corruption, DatabaseError, Scanned, Store, StoreConfig, StoreError};
+pub use tokens::{BearerTokens, TokenError, MIN_TOKEN_LEN};
 
 /// The NATS client this crate is built on: a host names its types to give
 /// [`Ingestor::new`] a JetStream context and [`Readiness::with_nats`] a

@@ -22,6 +22,78 @@ function base() {
 
 function $(id) { return document.getElementById(id); }
 
+// The access token, when the service asks for one (it answers 401). Kept
+// for this tab only: sessionStorage is gone when the tab closes, and,
+// unlike a cookie, is never sent by the browser on its own. It travels in
+// the Authorization header, never in an address (which logs and the
+// history keep).
+const TOKEN_KEY = "order_cache.token";
+// Where storage is disabled: in this page alone.
+let pageToken = null;
+
+function savedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch (e) {
+    return pageToken;
+  }
+}
+
+function saveToken(token) {
+  pageToken = token;
+  try {
+    if (token === null) sessionStorage.removeItem(TOKEN_KEY);
+    else sessionStorage.setItem(TOKEN_KEY, token);
+  } catch (e) {
+    // Kept in pageToken.
+  }
+}
+
+// What to do again once a token is given: the requests a 401 stopped.
+let retry = new Set();
+
+// Shows the token form: the first time a route answers 401, and again when
+// the token sent was refused (it is then forgotten).
+function askToken(sent) {
+  const refused = sent !== null;
+  if (refused && savedToken() === sent) saveToken(null);
+  if (!$("token").hidden && !refused) return;
+  $("token-note").textContent = refused
+    ? "That access token was refused. Enter a valid one."
+    : "This service needs an access token to show orders.";
+  $("token").hidden = false;
+}
+
+function waitingForToken() {
+  return !$("token").hidden;
+}
+
+// GET an API path (relative to the page), with the token when there is one.
+// On a 401 the token form is shown, and `again` runs once a token is given.
+async function api(path, again, init = {}) {
+  const sent = savedToken();
+  const headers = { Accept: "application/json" };
+  if (sent !== null) headers.Authorization = "Bearer " + sent;
+  const res = await fetch(base() + path, { ...init, headers });
+  if (res.status === 401) {
+    retry.add(again);
+    askToken(sent);
+  }
+  return res;
+}
+
+function useToken(ev) {
+  ev.preventDefault();
+  const token = $("token-input").value.trim();
+  if (token === "") return;
+  saveToken(token);
+  $("token-input").value = "";
+  $("token").hidden = true;
+  const again = retry;
+  retry = new Set();
+  for (const f of again) f();
+}
+
 // A JSON number as the text that was sent. A JavaScript number would round
 // integers above 2^53 (an amount of 9223372036854775807 would read
 // 9223372036854776000) and forget how the number was written (1e3, 1.0).
@@ -221,11 +293,15 @@ async function show(id, push) {
   }
   setStatus("Loading…", "");
   try {
-    const res = await fetch(base() + "orders/" + encodeURIComponent(id), {
-      headers: { Accept: "application/json" },
+    const res = await api("orders/" + encodeURIComponent(id), () => show(id, false), {
       signal: lookup.signal,
     });
     if (stale()) return;
+    if (res.status === 401) {
+      $("order").hidden = true;
+      setStatus("Enter the access token to see this order.", "error");
+      return;
+    }
     if (res.status === 404) {
       $("order").hidden = true;
       setStatus("No order with id " + id + ".", "error");
@@ -249,9 +325,19 @@ async function show(id, push) {
   }
 }
 
+let recentTimer = null;
+
 async function loadRecent() {
+  if (waitingForToken()) return;
   try {
-    const res = await fetch(base() + "orders", { headers: { Accept: "application/json" } });
+    const res = await api("orders", loadRecent);
+    // No listing on this service (RECENT_ORDERS=off): no list, no polling.
+    if (res.status === 404) {
+      clearInterval(recentTimer);
+      $("recent-box").hidden = true;
+      document.querySelector("main").classList.add("no-recent");
+      return;
+    }
     if (!res.ok) return;
     const body = await res.json();
     $("recent").replaceChildren(...body.orders.map((id) => {
@@ -282,7 +368,7 @@ const LIVE_FIELDS = ["orders_ingested", "dead_letters", "consumer_pending",
 let lastLive = null;
 
 async function fetchLive() {
-  const res = await fetch(base() + "status", { headers: { Accept: "application/json" } });
+  const res = await api("status", () => {});
   if (!res.ok) throw new Error("status answered " + res.status);
   const s = await res.json();
   if (!LIVE_FIELDS.every((f) => Number.isSafeInteger(s[f]) && s[f] >= 0)) {
@@ -292,6 +378,8 @@ async function fetchLive() {
 }
 
 async function loadLive() {
+  // The strip shows its last numbers until there is a token to ask with.
+  if (waitingForToken()) return;
   let s;
   try {
     s = await fetchLive();
@@ -329,6 +417,7 @@ document.addEventListener("DOMContentLoaded", () => {
     ev.preventDefault();
     show($("order-id").value, true);
   });
+  $("token").addEventListener("submit", useToken);
   window.addEventListener("popstate", () => {
     const id = new URL(window.location.href).searchParams.get("id");
     if (id !== null) show(id, false);
@@ -336,6 +425,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const id = new URL(window.location.href).searchParams.get("id");
   if (id !== null) show(id, false);
   loadRecent();
-  setInterval(loadRecent, 2000);
+  recentTimer = setInterval(loadRecent, 2000);
   pollLive();
 });

@@ -1,12 +1,20 @@
 //! Which request each route takes. The method is checked after the path, in
 //! every route, so that a path nobody serves is 404 whatever the method,
 //! and 405 means the path exists.
+//!
+//! A closed route (one that holds or describes orders) checks the access
+//! token after its path and method: an unknown path is still 404, a wrong
+//! method still 405, and only a request that would be served is asked for a
+//! token.
 
 use std::convert::Infallible;
+use std::future::ready;
 
 use serde::Deserialize;
+use warp::path::{FullPath, Tail};
 use warp::{Filter, Rejection, Reply};
 
+use super::auth::authorized;
 use super::handlers::{self, APP_JS, FAVICON_SVG, OPENAPI_YAML, STYLE_CSS};
 use super::reply::static_reply;
 use super::Api;
@@ -20,15 +28,53 @@ fn with_api(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clo
     warp::any().map(move || api.clone())
 }
 
-/// `GET /orders/{order_uid}`, the id being the whole rest of the path, and
-/// `GET /orders`, the recent list. `/orders/` is an empty id, not the list.
-pub(super) fn orders(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+/// Whether a path under `/orders` is the list itself: `/orders`, not
+/// `/orders/` (an empty id).
+fn is_list(full: &FullPath, tail: &Tail) -> bool {
+    tail.as_str().is_empty() && !full.as_str().ends_with('/')
+}
+
+/// `GET /orders/{order_uid}`, the id being the whole rest of the path.
+/// `/orders/` is an empty id; `/orders` is the list's, not this route's.
+pub(super) fn order_by_path(
+    api: Api,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let tokens = api.0.tokens.clone();
     warp::path("orders")
-        .and(get_or_head())
-        .and(with_api(api))
         .and(warp::path::full())
         .and(warp::path::tail())
-        .then(handlers::orders_path)
+        .and_then(|full: FullPath, tail: Tail| {
+            ready(if is_list(&full, &tail) {
+                Err(warp::reject::not_found())
+            } else {
+                Ok(tail)
+            })
+        })
+        .and(get_or_head())
+        .and(authorized(tokens))
+        .and(with_api(api))
+        .then(|tail: Tail, api: Api| async move { handlers::order_path(&api, tail.as_str()).await })
+}
+
+/// `GET /orders`, the recent list: no route at all when the [`Api`] has
+/// it turned off.
+pub(super) fn recent(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let (tokens, on) = (api.0.tokens.clone(), api.0.recent_orders);
+    warp::path("orders")
+        .and(warp::path::full())
+        .and(warp::path::tail())
+        .and_then(move |full: FullPath, tail: Tail| {
+            ready(if on && is_list(&full, &tail) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            })
+        })
+        .untuple_one()
+        .and(get_or_head())
+        .and(authorized(tokens))
+        .and(with_api(api))
+        .map(|api: Api| handlers::recent(&api))
 }
 
 #[derive(Deserialize)]
@@ -40,9 +86,11 @@ struct IdQuery {
 pub(super) fn get_order(
     api: Api,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let tokens = api.0.tokens.clone();
     warp::path("getOrder")
         .and(warp::path::end())
         .and(get_or_head())
+        .and(authorized(tokens))
         .and(warp::query::<IdQuery>())
         .and(with_api(api))
         .then(|q: IdQuery, api: Api| async move {
@@ -91,20 +139,28 @@ pub(super) fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = R
         .then(handlers::readyz)
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`, with its own tokens when the [`Api`] has them.
 pub(super) fn metrics(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let tokens = api
+        .0
+        .metrics_tokens
+        .clone()
+        .unwrap_or_else(|| api.0.tokens.clone());
     warp::path("metrics")
         .and(warp::path::end())
         .and(get_or_head())
+        .and(authorized(tokens))
         .and(with_api(api))
         .then(handlers::metrics)
 }
 
 /// `GET /status`.
 pub(super) fn status(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let tokens = api.0.tokens.clone();
     warp::path("status")
         .and(warp::path::end())
         .and(get_or_head())
+        .and(authorized(tokens))
         .and(with_api(api))
         .map(handlers::status)
 }

@@ -15,20 +15,13 @@ pub(super) const STYLE_CSS: &str = include_str!("../../static/style.css");
 pub(super) const FAVICON_SVG: &str = include_str!("../../static/favicon.svg");
 pub(super) const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
-/// `GET /orders/{order_uid}` (the path's rest, still percent-encoded) or,
-/// for an empty rest without a trailing slash, `GET /orders`.
-pub(super) async fn orders_path(
-    api: Api,
-    full: warp::path::FullPath,
-    tail: warp::path::Tail,
-) -> Response<Bytes> {
-    if tail.as_str().is_empty() && !full.as_str().ends_with('/') {
-        return recent(&api);
-    }
+/// `GET /orders/{order_uid}`: `rest` is the path's rest, still
+/// percent-encoded.
+pub(super) async fn order_path(api: &Api, rest: &str) -> Response<Bytes> {
     // A path segment arrives percent-encoded; the query string of /getOrder
     // is decoded too, so both name the same id.
-    match percent_decode(tail.as_str()) {
-        Some(id) => order(&api, &id).await,
+    match percent_decode(rest) {
+        Some(id) => order(api, &id).await,
         None => ApiError::InvalidId(Problem::BadCharacter).response(),
     }
 }
@@ -79,7 +72,7 @@ struct Recent<'a> {
 }
 
 /// The most recent ids, newest first.
-fn recent(api: &Api) -> Response<Bytes> {
+pub(super) fn recent(api: &Api) -> Response<Bytes> {
     let snapshot = api.0.lookup.cache().snapshot();
     let body = to_json(&Recent {
         orders: snapshot.recent().collect(),

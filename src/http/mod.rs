@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /orders/{order_uid}` | 200 the order as JSON; 400 for an id that can never be valid; 404 for an unknown one |
 //! | `GET /getOrder?id={order_uid}` | the same |
-//! | `GET /orders` | 200 `{"orders": [ids, newest first]}`: the most recent orders |
+//! | `GET /orders` | 200 `{"orders": [ids, newest first]}`: the most recent orders; no route when [`Api::with_recent_orders`] turns it off |
 //! | `GET /` | the web page; `/?id={order_uid}` opens that order |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once the cache is restored and PostgreSQL and NATS answer, else 503 |
@@ -13,7 +13,14 @@
 //! | `GET /openapi.yaml` | the OpenAPI 3 description of these routes |
 //!
 //! Errors are JSON: `{"error": "not_found", "message": "..."}`.
+//!
+//! With [`Api::with_tokens`], the routes that hold or describe orders
+//! (`/orders/…`, `/getOrder`, `/orders`, `/status`, `/metrics`) answer 401
+//! `unauthorized` with `WWW-Authenticate: Bearer` unless the request
+//! carries `Authorization: Bearer <token>`; the health checks and the page
+//! with its files (which hold no order) stay open.
 
+mod auth;
 mod filters;
 mod handlers;
 mod lookup;
@@ -29,6 +36,7 @@ use crate::cache::Cache;
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::tokens::BearerTokens;
 use lookup::Lookup;
 pub use reply::recover;
 
@@ -66,6 +74,12 @@ struct ApiInner {
     lookup: Lookup,
     metrics: Metrics,
     readiness: Readiness,
+    /// What the closed routes take; none: they are open.
+    tokens: BearerTokens,
+    /// What `/metrics` takes instead of `tokens`, when set.
+    metrics_tokens: Option<BearerTokens>,
+    /// Whether `GET /orders` lists the recent orders or is no route.
+    recent_orders: bool,
 }
 
 impl std::fmt::Debug for Api {
@@ -81,7 +95,63 @@ impl Api {
             lookup: Lookup::new(cache, metrics.clone(), MISS_DEADLINE),
             metrics,
             readiness,
+            tokens: BearerTokens::none(),
+            metrics_tokens: None,
+            recent_orders: true,
         }))
+    }
+
+    /// Serve the routes that hold or describe orders (`/orders/…`,
+    /// `/getOrder`, `/orders`, `/status`, and `/metrics` unless
+    /// [`Api::with_metrics_tokens`] gives it its own) only to requests
+    /// carrying `Authorization: Bearer <one of these>`; others are rejected,
+    /// and [`recover`] answers them 401 `unauthorized` with
+    /// `WWW-Authenticate: Bearer`. The health checks and the page stay
+    /// open. [`BearerTokens::none`] (the default) opens every route.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use order_cache::{router, Api, BearerTokens, Cache, Metrics, Readiness};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let tokens = BearerTokens::parse("old-token-0123456789,new-token-0123456789").unwrap();
+    /// let api = Api::new(Cache::new(), Metrics::new(), Readiness::new()).with_tokens(tokens);
+    /// let routes = router(api);
+    ///
+    /// let res = warp::test::request().path("/orders/abc").reply(&routes).await;
+    /// assert_eq!(res.status(), 401);
+    /// assert_eq!(res.headers()["www-authenticate"], r#"Bearer realm="order_cache""#);
+    /// let res = warp::test::request()
+    ///     .path("/orders/abc")
+    ///     .header("authorization", "Bearer new-token-0123456789")
+    ///     .reply(&routes)
+    ///     .await;
+    /// assert_eq!(res.status(), 404, "admitted: there is no such order");
+    /// let res = warp::test::request().path("/healthz").reply(&routes).await;
+    /// assert_eq!(res.status(), 200);
+    /// # }
+    /// ```
+    pub fn with_tokens(mut self, tokens: BearerTokens) -> Api {
+        Arc::make_mut(&mut self.0).tokens = tokens;
+        self
+    }
+
+    /// `/metrics` takes these tokens, and not those of
+    /// [`Api::with_tokens`]: a scraper's token opens no order. Without
+    /// this, `/metrics` takes the same tokens as the other routes.
+    pub fn with_metrics_tokens(mut self, tokens: BearerTokens) -> Api {
+        Arc::make_mut(&mut self.0).metrics_tokens = Some(tokens);
+        self
+    }
+
+    /// Whether `GET /orders` lists the most recent ids (the default) or is
+    /// no route at all (404 `no_route`), for a deployment where reading an
+    /// order should need its id.
+    pub fn with_recent_orders(mut self, on: bool) -> Api {
+        Arc::make_mut(&mut self.0).recent_orders = on;
+        self
     }
 
     /// Look up cache misses in PostgreSQL too, so that an order stored by
@@ -160,13 +230,97 @@ pub fn router(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Infallib
 /// ```
 pub fn routes(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let metrics = api.0.metrics.clone();
-    filters::orders(api.clone())
+    let all = filters::order_by_path(api.clone())
+        .or(filters::recent(api.clone()))
         .or(filters::get_order(api.clone()))
         .or(filters::page())
         .or(filters::healthz())
         .or(filters::readyz(api.clone()))
         .or(filters::metrics(api.clone()))
-        .or(filters::status(api))
+        .or(filters::status(api));
+    answered(metrics, all)
+}
+
+/// The order lookup alone: `GET /orders/{order_uid}` and
+/// `GET /getOrder?id={order_uid}`, answered as by [`routes`] (the token
+/// check of [`Api::with_tokens`], the security headers, the metrics), any
+/// other request rejected. With [`recent_orders`], for a host that mounts
+/// only what it wants, behind its own access check if it has one.
+///
+/// # Examples
+///
+/// A host that knows its users: the lookup behind its own check, and no
+/// listing, page or metrics of the crate's.
+///
+/// ```
+/// use order_cache::{order_lookup, recover, Api, Cache, Metrics, Readiness};
+/// use warp::Filter;
+///
+/// #[derive(Debug)]
+/// struct NotSignedIn;
+/// impl warp::reject::Reject for NotSignedIn {}
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // The host's own check: here a session cookie it would verify.
+/// let signed_in = warp::cookie::optional::<String>("session")
+///     .and_then(|session: Option<String>| async move {
+///         match session {
+///             Some(s) if s == "valid-session" => Ok(()),
+///             _ => Err(warp::reject::custom(NotSignedIn)),
+///         }
+///     })
+///     .untuple_one();
+/// let api = Api::new(Cache::new(), Metrics::new(), Readiness::new());
+/// let app = signed_in
+///     .and(order_lookup(api))
+///     .recover(|rejection: warp::Rejection| async move {
+///         if rejection.find::<NotSignedIn>().is_some() {
+///             let reply = warp::reply::with_status("sign in first", warp::http::StatusCode::UNAUTHORIZED);
+///             return Ok(warp::reply::Reply::into_response(reply));
+///         }
+///         recover(rejection).await.map(warp::reply::Reply::into_response)
+///     });
+///
+/// let res = warp::test::request().path("/orders/abc").reply(&app).await;
+/// assert_eq!(res.status(), 401);
+/// let res = warp::test::request()
+///     .path("/orders/abc")
+///     .header("cookie", "session=valid-session")
+///     .reply(&app)
+///     .await;
+/// assert_eq!(res.status(), 404, "signed in: there is no such order");
+/// let res = warp::test::request()
+///     .path("/orders")
+///     .header("cookie", "session=valid-session")
+///     .reply(&app)
+///     .await;
+/// assert_eq!(res.status(), 404, "no listing mounted");
+/// # }
+/// ```
+pub fn order_lookup(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let metrics = api.0.metrics.clone();
+    let lookup = filters::order_by_path(api.clone()).or(filters::get_order(api));
+    answered(metrics, lookup)
+}
+
+/// The listing alone: `GET /orders`, the most recent ids, newest first,
+/// answered as by [`routes`]; see [`order_lookup`].
+pub fn recent_orders(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let metrics = api.0.metrics.clone();
+    answered(metrics, filters::recent(api))
+}
+
+/// `filter`'s answers with the security headers, counted in `metrics`.
+fn answered<F, R>(
+    metrics: Metrics,
+    filter: F,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone
+where
+    F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Reply,
+{
+    filter
         .with(warp::reply::with::headers(reply::security_headers()))
         .with(warp::log::custom(move |info| {
             metrics.http(

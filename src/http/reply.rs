@@ -10,6 +10,7 @@ use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::http::{Response, StatusCode};
 use warp::Rejection;
 
+use super::auth::Unauthorized;
 use crate::model::{OrderUid, Problem};
 use crate::report::Report;
 use crate::store::StoreError;
@@ -28,9 +29,9 @@ impl warp::reject::Reject for ApiError {}
 
 /// The JSON body of every error answer.
 #[derive(Serialize)]
-struct ErrorBody {
-    error: &'static str,
-    message: String,
+pub(super) struct ErrorBody {
+    pub(super) error: &'static str,
+    pub(super) message: String,
 }
 
 impl ApiError {
@@ -64,12 +65,13 @@ impl ApiError {
                 )
             }
         };
-        json_response(status, to_json(&ErrorBody { error, message }))
+        error_response(status, &ErrorBody { error, message })
     }
 }
 
-/// Turns a rejection into a JSON error answer (`no_route`,
-/// `method_not_allowed`, `invalid_query`, `bad_request`), with the same
+/// Turns a rejection into a JSON error answer (`unauthorized`, with
+/// `WWW-Authenticate: Bearer`; `no_route`, `method_not_allowed`,
+/// `invalid_query`, `bad_request`), with the same
 /// security headers as every other answer. [`router`](crate::router) ends with it; a host
 /// that mounts [`routes`](crate::routes) beside its own calls it once, at the top, after
 /// its own routes (or from its own `recover` for the rejections it does not
@@ -98,6 +100,10 @@ impl ApiError {
 pub async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
     let mut response = if let Some(e) = rejection.find::<ApiError>() {
         e.response()
+    } else if let Some(e) = rejection.find::<Unauthorized>() {
+        // Before `no_route`: the other routes' "not this path" is combined
+        // with it.
+        e.response()
     } else {
         let (status, error, message) = if rejection.is_not_found() {
             (StatusCode::NOT_FOUND, "no_route", "no such route".into())
@@ -119,7 +125,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible
                 "the request was rejected".into(),
             )
         };
-        json_response(status, to_json(&ErrorBody { error, message }))
+        error_response(status, &ErrorBody { error, message })
     };
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         // RFC 9110: a 405 lists the methods the resource does support.
@@ -129,6 +135,11 @@ pub async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible
     }
     response.headers_mut().extend(security_headers());
     Ok(response)
+}
+
+/// An error answer: its status and the JSON body.
+pub(super) fn error_response(status: StatusCode, body: &ErrorBody) -> Response<Bytes> {
+    json_response(status, to_json(body))
 }
 
 pub(super) fn to_json(value: &impl Serialize) -> Bytes {

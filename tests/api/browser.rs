@@ -9,6 +9,10 @@
 //! asks for it (it creates a file), so the strip's ingest rate has
 //! something to show.
 //!
+//! A second instance, on the same database, has an access token and the
+//! listing turned off: the page asks for the token, keeps it for the tab,
+//! and hides the list.
+//!
 //! Needs `node`, `chromium` and `npm ci --prefix tests/browser`, which
 //! `.ci/run` installs; built only with the `e2e` feature. Writes the
 //! screenshots `docs/page-phone.png` and `docs/page-desktop.png`.
@@ -18,8 +22,11 @@ use std::time::Duration;
 use async_nats::jetstream;
 use serde_json::Value;
 
+use order_cache::BearerTokens;
+
 use crate::helpers::{
-    example_order, poll, require_tool, run_checker, set_at, spawn_app, unique, TestDb, TestStreams,
+    example_order, poll, require_tool, run_checker, set_at, spawn_app, spawn_app_with, unique,
+    TestDb, TestStreams,
 };
 use crate::services::temp_dir;
 
@@ -123,6 +130,9 @@ fn hostile_order() -> Value {
     order
 }
 
+/// The token of the second instance, which lists no recent orders.
+const TOKEN: &str = "page-test-token-0123456789abcdef";
+
 /// Orders the script has published for the status strip's check.
 const LIVE_COUNT: usize = 30;
 
@@ -183,6 +193,15 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
     assert_eq!(served, sent, "the unknown fields and the date are kept");
     app.publish(&b"not an order"[..], None).await;
     app.dead_letters(1).await;
+    // Restores the orders above from the database they share.
+    let closed_streams = TestStreams::new();
+    let mut closed = spawn_app_with(&db, &closed_streams, |config| {
+        config.api_tokens = BearerTokens::parse(TOKEN).expect("a valid token");
+        config.recent_orders = false;
+    })
+    .await;
+    closed.client = closed.client.clone().bearer(TOKEN);
+    closed.wait_for_order(ORDER_ID).await;
     let signals = temp_dir("browser-live");
     let signal = signals.join("publish");
     let publisher = tokio::spawn(publish_when_asked(
@@ -199,6 +218,11 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
         .env("HOSTILE_ID", HOSTILE_ID)
         .env("BIG_ID", BIG_ID)
         .env("OTHER_ID", OTHER_ID)
+        .env(
+            "TOKEN_BASE_URL",
+            format!("http://{}/", closed.client.addr()),
+        )
+        .env("TOKEN", TOKEN)
         .env("SCREENSHOT_DIR", format!("{root}/docs"))
         .env("LIVE_SIGNAL", &signal)
         .env("LIVE_COUNT", LIVE_COUNT.to_string())
@@ -207,8 +231,9 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
     publisher.abort();
     let _ = std::fs::remove_dir_all(&signals);
     assert!(
-        stdout.contains("14 of 14 browser checks passed"),
+        stdout.contains("18 of 18 browser checks passed"),
         "{stdout}"
     );
     app.stop().await.expect("clean stop");
+    closed.stop().await.expect("clean stop");
 }

@@ -459,6 +459,8 @@ pub mod http_client {
     pub struct Client {
         addr: SocketAddr,
         hyper: Hyper<HttpConnector, Empty<Bytes>>,
+        /// Sent as `Authorization: Bearer <token>` with every request.
+        token: Option<String>,
     }
 
     impl Client {
@@ -466,7 +468,18 @@ pub mod http_client {
             let hyper = Hyper::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(0)
                 .build_http();
-            Client { addr, hyper }
+            Client {
+                addr,
+                hyper,
+                token: None,
+            }
+        }
+
+        /// This client, sending `Authorization: Bearer <token>` with every
+        /// request, for a service started with an access token.
+        pub fn bearer(mut self, token: &str) -> Client {
+            self.token = Some(token.to_owned());
+            self
         }
 
         pub fn addr(&self) -> SocketAddr {
@@ -481,10 +494,29 @@ pub mod http_client {
 
         /// Sends `method path` and reads the whole answer.
         pub async fn send(&self, method: Method, path: &str) -> Result<Response, Error> {
-            let request = Request::builder()
+            let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = authorization
+                .iter()
+                .map(|a| ("authorization", a.as_str()))
+                .collect();
+            self.send_with(method, path, &headers).await
+        }
+
+        /// Sends `method path` with exactly these headers (and not the
+        /// client's token), and reads the whole answer.
+        pub async fn send_with(
+            &self,
+            method: Method,
+            path: &str,
+            headers: &[(&str, &str)],
+        ) -> Result<Response, Error> {
+            let mut request = Request::builder()
                 .method(method)
-                .uri(format!("http://{}{path}", self.addr))
-                .body(Empty::new())?;
+                .uri(format!("http://{}{path}", self.addr));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(Empty::new())?;
             let (head, body) = self.hyper.request(request).await?.into_parts();
             Ok(Response {
                 status: head.status.as_u16(),

@@ -2,6 +2,7 @@
 //! Each test has its own database and its own streams; fault-injection tests
 //! own their PostgreSQL cluster and nats-server outright.
 
+mod access;
 #[cfg(feature = "e2e")]
 mod browser;
 mod compatibility;

@@ -3,19 +3,28 @@
 //! every route, and checks every answer's status, content type, headers and
 //! body against it (`--checks all`).
 //!
+//! The service runs with an access token, which schemathesis sends as the
+//! document's bearer scheme says; its `ignored_auth` check (in `all`)
+//! sends requests without it too, and expects the routes that declare the
+//! scheme to refuse them.
+//!
 //! Needs `schemathesis` (PyPI), which `.ci/run` installs; built only with
 //! the `e2e` feature. `SCHEMATHESIS_SEED` replays another seed.
 
+use order_cache::BearerTokens;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    example_order, require_tool, run_checker, set_at, spawn_app, TestDb, TestStreams,
+    example_order, require_tool, run_checker, set_at, spawn_app_with, TestDb, TestStreams,
 };
 use crate::services::temp_dir;
 
 /// The id in the spec's examples: it must exist so the 200 answers (and
 /// their body schema) are checked, not only the errors.
 const EXAMPLE_ID: &str = "b563feb7b2b84b6test";
+
+/// The service's access token.
+const TOKEN: &str = "schemathesis-token-0123456789";
 
 /// The example order as the service may now serve it, so that the answers
 /// checked against the spec hold what it must allow: a field the model does
@@ -49,7 +58,11 @@ async fn the_running_service_conforms_to_its_openapi_document() {
     );
     let db = TestDb::create().await;
     let streams = TestStreams::new();
-    let app = spawn_app(&db, &streams).await;
+    let mut app = spawn_app_with(&db, &streams, |config| {
+        config.api_tokens = BearerTokens::parse(TOKEN).expect("a valid token");
+    })
+    .await;
+    app.client = app.client.clone().bearer(TOKEN);
     app.publish_order(&order_with_unknown_fields(EXAMPLE_ID))
         .await;
     app.publish_order(&example_order("second-order_2")).await;
@@ -69,6 +82,7 @@ async fn the_running_service_conforms_to_its_openapi_document() {
         .arg(format!("http://{}/openapi.yaml", app.client.addr()))
         .args(["--checks", "all", "--max-examples", "200", "--seed", &seed])
         .args(["--workers", "2", "--request-timeout", "10"])
+        .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .arg("--report-dir")
         .arg(&reports)
         // It keeps a cache in its working directory: not in the checkout.

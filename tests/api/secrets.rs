@@ -1,7 +1,9 @@
 //! No password or token in anything the service or its tools print: log
 //! lines (every level, every crate), errors, `Debug`, `--help`, for every
 //! form of `DATABASE_URL` and `NATS_URL` the clients accept, against a dead
-//! port and against a server that refuses the credentials.
+//! port and against a server that refuses the credentials; and for the
+//! access tokens (`API_TOKEN`, `API_TOKEN_FILE`, `METRICS_TOKEN`), those
+//! the server takes, those it refuses at start, and those clients send.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,9 +11,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::process::Command;
 
-use order_cache::{AppConfig, IngestConfig};
+use order_cache::{AppConfig, BearerTokens, IngestConfig};
 
-use crate::helpers::{admin_url, run_to_exit, TestDb};
+use crate::helpers::{admin_url, run_to_exit, TestDb, TestStreams};
 use crate::services::{server_bin, temp_dir, OwnNats, OwnPostgres, ServerProcess};
 
 /// In every secret below: found anywhere, a secret leaked.
@@ -62,8 +64,23 @@ async fn run(command: &mut Command, within: Duration) -> (Option<i32>, String) {
 /// Starts the server with every library's every log line on, expecting the
 /// start to fail; what it printed.
 async fn failed_start(database_url: &str, nats_url: &str) -> String {
+    failed_start_at(database_url, nats_url, &[]).await
+}
+
+/// [`failed_start`] against dead ports, with more environment.
+async fn failed_start_with(env: &[(&str, &str)]) -> String {
+    failed_start_at(
+        "postgres://postgres@127.0.0.1:1/orders",
+        "nats://127.0.0.1:1",
+        env,
+    )
+    .await
+}
+
+async fn failed_start_at(database_url: &str, nats_url: &str, env: &[(&str, &str)]) -> String {
     let mut server = Command::new(server_bin());
     server
+        .envs(env.iter().copied())
         .env("DATABASE_URL", database_url)
         .env("NATS_URL", nats_url)
         .env("STARTUP_TIMEOUT", "1")
@@ -196,13 +213,96 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(bytes).expect("UTF-8")
 }
 
+/// Access tokens, as API_TOKEN gives them during a rotation.
+const API_TOKENS: &str = "Zq9Leak-api-0123456789,Zq9Leak-retired-0123456789";
+const METRICS_TOKEN: &str = "Zq9Leak-metrics-0123456789";
+
+fn access_tokens() -> BearerTokens {
+    BearerTokens::parse(API_TOKENS).expect("valid tokens")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_access_token_leaks_from_a_serving_server() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let dir = temp_dir("order-cache-secrets-tokens");
+    let file = dir.join("api-token");
+    std::fs::write(&file, "Zq9Leak-file-0123456789\n").expect("token file");
+    let file = file.to_str().expect("UTF-8 path");
+    for (i, env) in [
+        vec![("API_TOKEN", API_TOKENS), ("METRICS_TOKEN", METRICS_TOKEN)],
+        vec![("API_TOKEN_FILE", file)],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let log = dir.join(format!("server-{i}.log"));
+        let mut env = env;
+        env.push(("RUST_LOG", "trace"));
+        let mut server = ServerProcess::spawn_with(
+            &db.url,
+            &streams.nats_url,
+            &streams.config,
+            &env,
+            Some(&log),
+        );
+        server.wait_ready(Duration::from_secs(30)).await;
+        let client = server.client();
+        // Taken, refused and mistyped tokens, on every closed route.
+        for path in [
+            "/orders/abc",
+            "/getOrder?id=abc",
+            "/orders",
+            "/status",
+            "/metrics",
+        ] {
+            for authorization in [
+                "Bearer Zq9Leak-api-0123456789",
+                "Bearer Zq9Leak-file-0123456789",
+                "Bearer Zq9Leak-metrics-0123456789",
+                "Bearer Zq9Leak-wrong-0123456789",
+                "Basic Zq9Leak-basic-0123456789",
+                "Zq9Leak-no-scheme-0123456789",
+            ] {
+                let res = client
+                    .send_with(http::Method::GET, path, &[("authorization", authorization)])
+                    .await
+                    .expect("answered");
+                assert_no_secret(&String::from_utf8_lossy(&res.body), path);
+                assert_no_secret(&format!("{:?}", res.headers), path);
+            }
+        }
+        let _ = server.terminate(Duration::from_secs(20)).await;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(text.contains("listening"), "{text}");
+        assert_no_secret(&text, &format!("{env:?}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn no_access_token_leaks_from_a_refused_start() {
+    for (var, value) in [
+        ("API_TOKEN", "Zq9Leak"),
+        ("API_TOKEN", "Zq9Leak-0123456789,Zq9Leak"),
+        ("API_TOKEN", "Zq9Leak-é-0123456789"),
+        ("METRICS_TOKEN", "Zq9Leak"),
+    ] {
+        let text = failed_start_with(&[(var, value)]).await;
+        assert!(text.contains(var), "{text}");
+        assert_no_secret(&text, value);
+    }
+}
+
 #[test]
 fn debug_output_of_the_configs_shows_no_secret() {
     let databases = dead_database_urls();
     let nats = dead_nats_urls();
     for database_url in &databases {
         for nats_url in &nats {
-            let config = AppConfig::new(database_url.as_str(), nats_url.as_str());
+            let mut config = AppConfig::new(database_url.as_str(), nats_url.as_str());
+            config.api_tokens = access_tokens();
+            config.metrics_tokens = Some(access_tokens());
             let debug = format!("{config:?} {:?}", config.store);
             assert_no_secret(&debug, &format!("{database_url} / {nats_url}"));
             assert!(debug.contains("***"), "{debug}");
@@ -222,10 +322,18 @@ async fn help_shows_no_secret_from_the_environment() {
         let mut help = Command::new(&tool);
         help.arg("--help")
             .env("DATABASE_URL", &dead_database_urls()[0])
-            .env("NATS_URL", &dead_nats_urls()[0]);
+            .env("NATS_URL", &dead_nats_urls()[0])
+            .env("API_TOKEN", API_TOKENS)
+            .env("METRICS_TOKEN", METRICS_TOKEN);
         let (code, text) = run(&mut help, Duration::from_secs(20)).await;
         assert_eq!(code, Some(0), "{text}");
         assert!(text.contains("--nats-url"), "{text}");
+        if tool == server_bin() {
+            assert!(
+                text.contains("--api-token") && text.contains("--metrics-token"),
+                "{text}"
+            );
+        }
         assert_no_secret(&text, &tool.display().to_string());
     }
 }

@@ -649,7 +649,7 @@ impl ServerProcess {
     }
 
     /// What the server wrote, when it was spawned with a log file.
-    fn output(&self) -> String {
+    pub fn output(&self) -> String {
         self.log
             .as_ref()
             .and_then(|path| std::fs::read_to_string(path).ok())

@@ -16,6 +16,9 @@
 //                   orders (browser.rs then publishes LIVE_COUNT, one every
 //                   100 ms), for the live status strip's check
 //   LIVE_COUNT      how many
+//   TOKEN_BASE_URL  the page of a second server on the same database, which
+//                   takes the access token TOKEN and lists no recent orders
+//   TOKEN           its token
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 //
 // Exits 0 when every check passes, 1 otherwise, naming each failure.
@@ -39,6 +42,8 @@ const SCREENSHOT_DIR = env("SCREENSHOT_DIR");
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
 const LIVE_SIGNAL = env("LIVE_SIGNAL");
 const LIVE_COUNT = Number(env("LIVE_COUNT"));
+const TOKEN_BASE_URL = env("TOKEN_BASE_URL");
+const TOKEN = env("TOKEN");
 
 // How often the page polls /status (app.js's LIVE_EVERY).
 const LIVE_EVERY_MS = 2000;
@@ -48,10 +53,10 @@ const DESKTOP = { viewport: { width: 1280, height: 900 } };
 
 // The same-origin requests the page is allowed to make; anything else (an
 // <img src=x> from an order, say) means order data was treated as HTML.
-function expectedRequest(url) {
+function expectedRequest(url, base = BASE_URL) {
   const u = new URL(url);
-  if (u.origin !== new URL(BASE_URL).origin) return false;
-  const path = u.pathname.slice(new URL(BASE_URL).pathname.length - 1);
+  if (u.origin !== new URL(base).origin) return false;
+  const path = u.pathname.slice(new URL(base).pathname.length - 1);
   return ["/", "/app.js", "/style.css", "/favicon.svg", "/orders", "/status"].includes(path)
     || /^\/orders\/[^/]+$/.test(path);
 }
@@ -69,8 +74,8 @@ const KNOWN = {
     "brand", "status"],
 };
 
-async function orderJson(id) {
-  const res = await fetch(new URL(`orders/${encodeURIComponent(id)}`, BASE_URL));
+async function orderJson(id, base = BASE_URL, headers = {}) {
+  const res = await fetch(new URL(`orders/${encodeURIComponent(id)}`, base), { headers });
   assert.equal(res.status, 200, `the API serves order ${id}`);
   return res.json();
 }
@@ -169,17 +174,28 @@ function recordAnswers() {
 // errors, dialogs (alert/confirm), unexpected requests, error answers,
 // console errors. `close({ allow })` takes patterns of the ones a check
 // expects (the 404 of an unknown id, say).
-async function open(browser, device) {
+async function open(browser, device, base = BASE_URL) {
   const context = await browser.newContext(device);
   const page = await context.newPage();
-  const trouble = [];
+  watch(page, base);
+  const close = async ({ allow = [] } = {}) => {
+    await context.close();
+    const real = page.trouble.filter((t) => !allow.some((pattern) => pattern.test(t)));
+    assert.deepEqual(real, [], "nothing unexpected happened in the page");
+  };
+  return { page, context, close };
+}
+
+// Notes in page.trouble what a check must not see (see open).
+function watch(page, base) {
+  const trouble = (page.trouble = []);
   page.on("pageerror", (e) => trouble.push(`script error: ${e.message}`));
   page.on("dialog", async (d) => {
     trouble.push(`dialog opened: ${d.message()}`);
     await d.dismiss();
   });
   page.on("request", (r) => {
-    if (!expectedRequest(r.url())) trouble.push(`unexpected request: ${r.method()} ${r.url()}`);
+    if (!expectedRequest(r.url(), base)) trouble.push(`unexpected request: ${r.method()} ${r.url()}`);
   });
   page.on("response", (r) => {
     if (r.status() >= 400) trouble.push(`HTTP ${r.status()} ${r.url()}`);
@@ -187,12 +203,6 @@ async function open(browser, device) {
   page.on("console", (m) => {
     if (m.type() === "error") trouble.push(`console error: ${m.text()} (${m.location().url})`);
   });
-  const close = async ({ allow = [] } = {}) => {
-    await context.close();
-    const real = trouble.filter((t) => !allow.some((pattern) => pattern.test(t)));
-    assert.deepEqual(real, [], "nothing unexpected happened in the page");
-  };
-  return { page, close };
 }
 
 // The fields of `obj` the page does not know, each as [name, the text the
@@ -613,6 +623,123 @@ check("the strip adds up the backlog, shows counts only, and says when the servi
   }));
   assert.deepEqual(effects, { pwned: null, elements: 0 });
   await close({ allow: [/^console error: Failed to load resource: net::ERR_FAILED/] });
+});
+
+// The second server: it answers 401 without its token, and 404 for the
+// list it does not have. The browser logs each such answer as an error.
+const CLOSED_ANSWERS = [
+  /^HTTP 401 /,
+  /^console error: Failed to load resource: the server responded with a status of 401/,
+  /^HTTP 404 .*\/orders$/,
+  /^console error: Failed to load resource: the server responded with a status of 404.*\/orders\)$/,
+];
+
+// What the page keeps where: the token in this tab's sessionStorage only.
+async function kept(page) {
+  return page.evaluate(() => ({
+    session: sessionStorage.getItem("order_cache.token"),
+    local: localStorage.length,
+    cookie: document.cookie,
+  }));
+}
+
+// Gives the token form `token`, once it shows.
+async function giveToken(page, token) {
+  await page.locator("#token").waitFor({ state: "visible" });
+  await page.getByLabel("Access token").fill(token);
+  await page.getByRole("button", { name: "Use token" }).click();
+}
+
+check("with an access token set, the page asks for it on a 401 and then shows the order", async (browser) => {
+  const order = await orderJson(ORDER_ID, TOKEN_BASE_URL, { Authorization: `Bearer ${TOKEN}` });
+  const { page, close } = await open(browser, DESKTOP, TOKEN_BASE_URL);
+  const res = await page.goto(`${TOKEN_BASE_URL}?id=${encodeURIComponent(ORDER_ID)}`);
+  assert.match(res.headers()["content-security-policy"], /script-src 'self'(;|$)/, "the CSP stays strict");
+  await page.locator("#token").waitFor({ state: "visible" });
+  assert.equal(await page.locator("#token-note").textContent(), "This service needs an access token to show orders.");
+  assert.equal(await statusText(page), "Enter the access token to see this order.");
+  assert.equal(await page.locator("#order").isVisible(), false);
+  assert.equal(await page.getByLabel("Access token").getAttribute("type"), "password", "the token is not shown as typed");
+  await giveToken(page, TOKEN);
+  await assertShowsOrder(page, order);
+  assert.equal(await page.locator("#token").isVisible(), false, "the form goes once the token works");
+  // Looking up another order needs no second asking.
+  await page.getByLabel("Order id").fill(HOSTILE_ID);
+  await page.getByRole("button", { name: "Show" }).click();
+  await assertShowsOrder(page, await orderJson(HOSTILE_ID, TOKEN_BASE_URL, { Authorization: `Bearer ${TOKEN}` }));
+  assert.equal(await page.locator("#token").isVisible(), false);
+  await close({ allow: CLOSED_ANSWERS });
+});
+
+check("the token is kept for the tab only and sent as a header, never in an address", async (browser) => {
+  const { page, context, close } = await open(browser, DESKTOP, TOKEN_BASE_URL);
+  const sent = [];
+  page.on("request", (r) => sent.push(r));
+  await page.goto(TOKEN_BASE_URL);
+  assert.deepEqual(await kept(page), { session: null, local: 0, cookie: "" });
+  await giveToken(page, TOKEN);
+  await page.getByLabel("Order id").fill(ORDER_ID);
+  await page.getByRole("button", { name: "Show" }).click();
+  await page.locator("#order").waitFor({ state: "visible" });
+  assert.deepEqual(await kept(page), { session: TOKEN, local: 0, cookie: "" }, "sessionStorage only");
+  assert.deepEqual(await context.cookies(), [], "no cookie");
+  const lookups = sent.filter((r) => new URL(r.url()).pathname.endsWith(`/orders/${ORDER_ID}`));
+  assert.ok(lookups.length > 0, "the order was asked for");
+  for (const r of lookups) {
+    assert.equal(await r.headerValue("authorization"), `Bearer ${TOKEN}`, "sent as a bearer token");
+  }
+  assert.ok(sent.every((r) => !r.url().includes(TOKEN)), "never in an address");
+  // The same tab keeps it across a reload...
+  await page.reload();
+  await page.getByLabel("Order id").fill(ORDER_ID);
+  await page.getByRole("button", { name: "Show" }).click();
+  await page.locator("#order").waitFor({ state: "visible" });
+  assert.equal(await page.locator("#token").isVisible(), false, "not asked again in the same tab");
+  // ...another tab does not have it.
+  const other = await context.newPage();
+  watch(other, TOKEN_BASE_URL);
+  await other.goto(`${TOKEN_BASE_URL}?id=${encodeURIComponent(ORDER_ID)}`);
+  await other.locator("#token").waitFor({ state: "visible" });
+  assert.equal((await kept(other)).session, null, "a new tab asks again");
+  await close({ allow: CLOSED_ANSWERS });
+});
+
+check("a refused token is forgotten and the page asks again", async (browser) => {
+  const order = await orderJson(ORDER_ID, TOKEN_BASE_URL, { Authorization: `Bearer ${TOKEN}` });
+  const { page, close } = await open(browser, DESKTOP, TOKEN_BASE_URL);
+  await page.goto(`${TOKEN_BASE_URL}?id=${encodeURIComponent(ORDER_ID)}`);
+  await giveToken(page, "not-the-token-0123456789");
+  await page.waitForFunction(() => document.getElementById("token-note").textContent.includes("refused"));
+  assert.equal(await page.locator("#token").isVisible(), true);
+  assert.equal((await kept(page)).session, null, "the refused token is not kept");
+  await giveToken(page, TOKEN);
+  await assertShowsOrder(page, order);
+  // The token stops working (rotated away): the next answer is a 401, and
+  // the page asks again rather than failing quietly.
+  await page.evaluate(() => sessionStorage.setItem("order_cache.token", "a-retired-token-0123456789"));
+  await page.getByLabel("Order id").fill(HOSTILE_ID);
+  await page.getByRole("button", { name: "Show" }).click();
+  await page.locator("#token").waitFor({ state: "visible" });
+  assert.equal(await page.locator("#token-note").textContent(), "That access token was refused. Enter a valid one.");
+  await giveToken(page, TOKEN);
+  await assertShowsOrder(page, await orderJson(HOSTILE_ID, TOKEN_BASE_URL, { Authorization: `Bearer ${TOKEN}` }));
+  await close({ allow: CLOSED_ANSWERS });
+});
+
+check("with the listing turned off the page hides the recent list", async (browser) => {
+  const { page, close } = await open(browser, DESKTOP, TOKEN_BASE_URL);
+  await page.goto(TOKEN_BASE_URL);
+  await giveToken(page, TOKEN);
+  await page.locator("#recent-box").waitFor({ state: "hidden" });
+  assert.equal(await page.locator("#recent a").count(), 0);
+  const res = await page.evaluate(async (token) => {
+    const r = await fetch("orders", { headers: { Authorization: `Bearer ${token}` } });
+    return r.status;
+  }, TOKEN);
+  assert.equal(res, 404, "the service has no listing");
+  // The strip still works with the token.
+  await stripUntil(page, "the strip with the token", (s) => s.cached !== "–");
+  await close({ allow: CLOSED_ANSWERS });
 });
 
 const browser = await chromium.launch({
