@@ -1,11 +1,15 @@
 //! Who may be served: the bearer-token check each closed route makes after
-//! its path and method matched, rejecting with [`Unauthorized`] for
-//! [`recover`](super::recover) to answer 401.
+//! its path and method matched. A refused request is answered 401 by the
+//! route itself, not rejected: a rejection would fall through to a host's
+//! routes mounted after ours, and warp's log would count it as a 500.
+
+use std::convert::Infallible;
+use std::future::{ready, Future};
 
 use bytes::Bytes;
 use warp::http::header::{self, HeaderValue};
 use warp::http::{Response, StatusCode};
-use warp::{Filter, Rejection};
+use warp::{Filter, Reply};
 
 use super::reply::{error_response, ErrorBody};
 use crate::tokens::{BearerTokens, Refusal};
@@ -14,7 +18,8 @@ use crate::tokens::{BearerTokens, Refusal};
 #[derive(Debug)]
 pub(super) struct Unauthorized(Refusal);
 
-impl warp::reject::Reject for Unauthorized {}
+/// Whether a request may have a closed route's answer.
+pub(super) type Access = Result<(), Unauthorized>;
 
 impl Unauthorized {
     /// 401 with the challenge of RFC 6750: `invalid_token` when a
@@ -45,24 +50,44 @@ impl Unauthorized {
     }
 }
 
-/// Passes a request that `tokens` admit, rejects any other with
-/// [`Unauthorized`]. Only the `Authorization` header is read: a token in
-/// the query string would end up in logs and browser histories.
-pub(super) fn authorized(
+/// Whether `tokens` admit the request. Only the `Authorization` header is
+/// read: a token in the query string would end up in logs and browser
+/// histories. With no tokens the header is not read at all.
+pub(super) fn access(
     tokens: BearerTokens,
-) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Access,), Error = Infallible> + Clone {
+    let open = tokens.is_empty();
+    // `not_found` allocates nothing: with no tokens a request costs one
+    // branch here.
+    let no_tokens = warp::any().and_then(move || {
+        ready(if open {
+            Ok(Ok(()))
+        } else {
+            Err(warp::reject::not_found())
+        })
+    });
     // The header as bytes: no copy, and no 400 for a header that is not
-    // text, which routes without tokens never read.
+    // text.
     let authorization = warp::header::value("authorization")
         .map(Some)
         .or(warp::any().map(|| None))
         .unify();
-    authorization
-        .and_then(move |authorization: Option<HeaderValue>| {
-            let checked = tokens
-                .check(authorization.as_ref().map(HeaderValue::as_bytes))
-                .map_err(|refusal| warp::reject::custom(Unauthorized(refusal)));
-            std::future::ready(checked)
-        })
-        .untuple_one()
+    let checked = authorization.map(move |authorization: Option<HeaderValue>| {
+        tokens
+            .check(authorization.as_ref().map(HeaderValue::as_bytes))
+            .map_err(Unauthorized)
+    });
+    no_tokens.or(checked).unify()
+}
+
+/// The route's answer when `access` allows it (`answer` is not run
+/// otherwise), else 401.
+pub(super) async fn unless_refused<R: Reply>(
+    access: Access,
+    answer: impl Future<Output = R>,
+) -> warp::reply::Response {
+    match access {
+        Ok(()) => answer.await.into_response(),
+        Err(refused) => refused.response().into_response(),
+    }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use warp::path::{FullPath, Tail};
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::authorized;
+use super::auth::{access, unless_refused, Access};
 use super::handlers::{self, APP_JS, FAVICON_SVG, OPENAPI_YAML, STYLE_CSS};
 use super::reply::static_reply;
 use super::Api;
@@ -51,9 +51,13 @@ pub(super) fn order_by_path(
             })
         })
         .and(get_or_head())
-        .and(authorized(tokens))
+        .and(access(tokens))
         .and(with_api(api))
-        .then(|tail: Tail, api: Api| async move { handlers::order_path(&api, tail.as_str()).await })
+        .then(|tail: Tail, access: Access, api: Api| {
+            unless_refused(access, async move {
+                handlers::order_path(&api, tail.as_str()).await
+            })
+        })
 }
 
 /// `GET /orders`, the recent list: no route at all when the [`Api`] has
@@ -72,9 +76,11 @@ pub(super) fn recent(api: Api) -> impl Filter<Extract = (impl Reply,), Error = R
         })
         .untuple_one()
         .and(get_or_head())
-        .and(authorized(tokens))
+        .and(access(tokens))
         .and(with_api(api))
-        .map(|api: Api| handlers::recent(&api))
+        .then(|access: Access, api: Api| {
+            unless_refused(access, async move { handlers::recent(&api) })
+        })
 }
 
 #[derive(Deserialize)]
@@ -90,11 +96,13 @@ pub(super) fn get_order(
     warp::path("getOrder")
         .and(warp::path::end())
         .and(get_or_head())
-        .and(authorized(tokens))
+        .and(access(tokens))
         .and(warp::query::<IdQuery>())
         .and(with_api(api))
-        .then(|q: IdQuery, api: Api| async move {
-            handlers::order(&api, q.id.as_deref().unwrap_or("")).await
+        .then(|access: Access, q: IdQuery, api: Api| {
+            unless_refused(access, async move {
+                handlers::order(&api, q.id.as_deref().unwrap_or("")).await
+            })
         })
 }
 
@@ -141,17 +149,19 @@ pub(super) fn readyz(api: Api) -> impl Filter<Extract = (impl Reply,), Error = R
 
 /// `GET /metrics`, with its own tokens when the [`Api`] has them.
 pub(super) fn metrics(api: Api) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    // No metrics tokens at all is "the same as the API's", not "open".
     let tokens = api
         .0
         .metrics_tokens
         .clone()
+        .filter(|t| !t.is_empty())
         .unwrap_or_else(|| api.0.tokens.clone());
     warp::path("metrics")
         .and(warp::path::end())
         .and(get_or_head())
-        .and(authorized(tokens))
+        .and(access(tokens))
         .and(with_api(api))
-        .then(handlers::metrics)
+        .then(|access: Access, api: Api| unless_refused(access, handlers::metrics(api)))
 }
 
 /// `GET /status`.
@@ -160,7 +170,9 @@ pub(super) fn status(api: Api) -> impl Filter<Extract = (impl Reply,), Error = R
     warp::path("status")
         .and(warp::path::end())
         .and(get_or_head())
-        .and(authorized(tokens))
+        .and(access(tokens))
         .and(with_api(api))
-        .map(handlers::status)
+        .then(|access: Access, api: Api| {
+            unless_refused(access, async move { handlers::status(api) })
+        })
 }

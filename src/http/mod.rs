@@ -104,10 +104,11 @@ impl Api {
     /// Serve the routes that hold or describe orders (`/orders/…`,
     /// `/getOrder`, `/orders`, `/status`, and `/metrics` unless
     /// [`Api::with_metrics_tokens`] gives it its own) only to requests
-    /// carrying `Authorization: Bearer <one of these>`; others are rejected,
-    /// and [`recover`] answers them 401 `unauthorized` with
-    /// `WWW-Authenticate: Bearer`. The health checks and the page stay
-    /// open. [`BearerTokens::none`] (the default) opens every route.
+    /// carrying `Authorization: Bearer <one of these>`; the route answers
+    /// others itself, 401 `unauthorized` with `WWW-Authenticate: Bearer`
+    /// (not a rejection, which would fall through to a host's routes). The
+    /// health checks and the page stay open. [`BearerTokens::none`] (the
+    /// default) opens every route.
     ///
     /// # Examples
     ///
@@ -140,7 +141,8 @@ impl Api {
 
     /// `/metrics` takes these tokens, and not those of
     /// [`Api::with_tokens`]: a scraper's token opens no order. Without
-    /// this, `/metrics` takes the same tokens as the other routes.
+    /// this, or with [`BearerTokens::none`], `/metrics` takes the same
+    /// tokens as the other routes (never none while they have some).
     pub fn with_metrics_tokens(mut self, tokens: BearerTokens) -> Api {
         Arc::make_mut(&mut self.0).metrics_tokens = Some(tokens);
         self

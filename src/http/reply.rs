@@ -10,7 +10,6 @@ use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::http::{Response, StatusCode};
 use warp::Rejection;
 
-use super::auth::Unauthorized;
 use crate::model::{OrderUid, Problem};
 use crate::report::Report;
 use crate::store::StoreError;
@@ -99,10 +98,6 @@ impl ApiError {
 /// ```
 pub async fn recover(rejection: Rejection) -> Result<Response<Bytes>, Infallible> {
     let mut response = if let Some(e) = rejection.find::<ApiError>() {
-        e.response()
-    } else if let Some(e) = rejection.find::<Unauthorized>() {
-        // Before `no_route`: the other routes' "not this path" is combined
-        // with it.
         e.response()
     } else {
         let (status, error, message) = if rejection.is_not_found() {

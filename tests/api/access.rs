@@ -491,4 +491,79 @@ mod in_process {
         assert_eq!(res.status(), 200);
         assert_eq!(status(&app, "GET", "/crate/orders", None).await.0, 200);
     }
+
+    /// The answers a request gets from `app`, whole.
+    async fn answer(
+        app: &(impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + 'static),
+        path: &str,
+        token: Option<&str>,
+    ) -> warp::http::Response<bytes::Bytes> {
+        let mut request = warp::test::request().path(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.reply(app).await
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_counted_as_401_not_500() {
+        let app = router(
+            api()
+                .with_tokens(tokens(OLD))
+                .with_metrics_tokens(tokens(SCRAPE)),
+        );
+        assert_eq!(
+            status(&app, "GET", &format!("/orders/{ID}"), None).await.0,
+            401
+        );
+        assert_eq!(status(&app, "HEAD", "/status", None).await.0, 401);
+        let res = answer(&app, "/metrics", Some(SCRAPE)).await;
+        let text = String::from_utf8_lossy(res.body());
+        assert!(
+            !text.contains(r#"status="500""#),
+            "401s counted as 500:\n{text}"
+        );
+        assert!(
+            text.contains(
+                r#"order_cache_http_requests_total{route="/orders/{order_uid}",status="401"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_route_is_answered_401_not_passed_on_to_the_host() {
+        let app = routes(api().with_tokens(tokens(OLD))).or(warp::any().map(|| "the host's page"));
+        for path in [
+            &format!("/orders/{ID}") as &str,
+            "/orders",
+            "/getOrder?id=x",
+            "/status",
+            "/metrics",
+        ] {
+            let res = answer(&app, path, None).await;
+            assert_eq!(res.status(), 401, "{path}: {:?}", res.body());
+            assert_eq!(
+                res.headers()["www-authenticate"],
+                r#"Bearer realm="order_cache""#,
+                "{path}"
+            );
+        }
+        // Under a host's own recover, which knows nothing of ours.
+        let app = routes(api().with_tokens(tokens(OLD)))
+            .recover(|_: Rejection| async { Ok::<_, Infallible>(StatusCode::IM_A_TEAPOT) });
+        let res = answer(&app, &format!("/orders/{ID}"), None).await;
+        assert_eq!(res.status(), 401, "{:?}", res.body());
+    }
+
+    #[tokio::test]
+    async fn no_metrics_tokens_leave_metrics_behind_the_api_tokens() {
+        let app = router(
+            api()
+                .with_tokens(tokens(OLD))
+                .with_metrics_tokens(BearerTokens::none()),
+        );
+        assert_eq!(status(&app, "GET", "/metrics", None).await.0, 401);
+        assert_eq!(status(&app, "GET", "/metrics", Some(OLD)).await.0, 200);
+    }
 }

@@ -287,6 +287,8 @@ async fn no_access_token_leaks_from_a_refused_start() {
         ("API_TOKEN", "Zq9Leak-0123456789,Zq9Leak"),
         ("API_TOKEN", "Zq9Leak-é-0123456789"),
         ("METRICS_TOKEN", "Zq9Leak"),
+        // The token itself given where its file belongs.
+        ("API_TOKEN_FILE", "Zq9Leak-0123456789abcdef"),
     ] {
         let text = failed_start_with(&[(var, value)]).await;
         assert!(text.contains(var), "{text}");
