@@ -138,7 +138,13 @@ impl BearerTokens {
             return Err(Refusal::Missing);
         };
         let Some(credential) = bearer_credential(authorization) else {
-            return Err(Refusal::Invalid);
+            // Another scheme (Basic) sent no token to refuse: RFC 6750
+            // §3.1 answers it with the plain challenge.
+            return Err(if is_bearer(authorization) {
+                Refusal::Invalid
+            } else {
+                Refusal::Missing
+            });
         };
         let matched = tokens
             .iter()
@@ -161,12 +167,25 @@ pub(crate) enum Refusal {
 }
 
 /// The credential of `Bearer <credential>`, the scheme's name in any case
-/// (RFC 9110 §11.1), with exactly one space before it. Bytes, not text: a
-/// header need not be UTF-8, and such a one is refused like any other.
+/// (RFC 9110 §11.1), after one or more spaces (`"Bearer" 1*SP b64token`,
+/// RFC 6750 §2.1). Bytes, not text: a header need not be UTF-8, and such a
+/// one is refused like any other.
 fn bearer_credential(authorization: &[u8]) -> Option<&[u8]> {
     let space = authorization.iter().position(|&b| b == b' ')?;
-    let (scheme, credential) = (&authorization[..space], &authorization[space + 1..]);
-    (scheme.eq_ignore_ascii_case(b"bearer") && !credential.is_empty()).then_some(credential)
+    let (scheme, rest) = (&authorization[..space], &authorization[space..]);
+    let start = rest.iter().position(|&b| b != b' ')?;
+    let credential = &rest[start..];
+    scheme.eq_ignore_ascii_case(b"bearer").then_some(credential)
+}
+
+/// Whether the header names the `Bearer` scheme, with or without a
+/// credential.
+fn is_bearer(authorization: &[u8]) -> bool {
+    let scheme = authorization
+        .split(|&b| b == b' ')
+        .next()
+        .unwrap_or_default();
+    scheme.eq_ignore_ascii_case(b"bearer")
 }
 
 impl fmt::Debug for BearerTokens {
@@ -202,15 +221,12 @@ mod tests {
     fn only_the_exact_token_after_bearer_is_admitted() {
         let tokens = BearerTokens::parse(A).unwrap();
         for refused in [
-            A.to_owned(),
-            format!("Basic {A}"),
             format!("Bearer {A}x"),
             format!("Bearer {}", &A[..A.len() - 1]),
-            format!("Bearer  {A}"),
             format!("Bearer {A} "),
             "Bearer ".to_owned(),
+            "Bearer  ".to_owned(),
             "Bearer".to_owned(),
-            String::new(),
         ] {
             assert_eq!(
                 tokens.check(Some(refused.as_bytes())),
@@ -218,6 +234,21 @@ mod tests {
                 "{refused:?}"
             );
         }
+        // Another scheme, or none: no bearer token was sent to refuse.
+        for other in [
+            A.to_owned(),
+            format!("Basic {A}"),
+            format!("Bearer\t{A}"),
+            String::new(),
+        ] {
+            assert_eq!(
+                tokens.check(Some(other.as_bytes())),
+                Err(Refusal::Missing),
+                "{other:?}"
+            );
+        }
+        // RFC 6750: one or more spaces after the scheme.
+        assert!(tokens.admits(&format!("Bearer  {A}")));
         assert_eq!(
             tokens.check(Some(b"Bearer \xff\xfe")),
             Err(Refusal::Invalid)

@@ -86,6 +86,14 @@ function useToken(ev) {
   ev.preventDefault();
   const token = $("token-input").value.trim();
   if (token === "") return;
+  // A token is visible ASCII only (the service takes nothing else); a
+  // character pasted with it (a zero-width space, a curly quote) would make
+  // fetch throw before anything is sent, and no 401 would ever ask again.
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    $("token-note").textContent =
+      "An access token has only letters, digits and ASCII punctuation: check for a stray character.";
+    return;
+  }
   saveToken(token);
   $("token-input").value = "";
   $("token").hidden = true;

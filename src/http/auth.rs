@@ -81,13 +81,19 @@ pub(super) fn access(
 }
 
 /// The route's answer when `access` allows it (`answer` is not run
-/// otherwise), else 401.
+/// otherwise), else 401; either way marked `Cache-Control: no-store`: an
+/// order's personal data must not outlive the tab in a browser's disk
+/// cache, nor be kept by a proxy.
 pub(super) async fn unless_refused<R: Reply>(
     access: Access,
     answer: impl Future<Output = R>,
 ) -> warp::reply::Response {
-    match access {
+    let mut response = match access {
         Ok(()) => answer.await.into_response(),
         Err(refused) => refused.response().into_response(),
-    }
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }

@@ -566,4 +566,33 @@ mod in_process {
         assert_eq!(status(&app, "GET", "/metrics", None).await.0, 401);
         assert_eq!(status(&app, "GET", "/metrics", Some(OLD)).await.0, 200);
     }
+
+    #[tokio::test]
+    async fn what_holds_or_describes_orders_is_never_stored_by_a_cache() {
+        for app_tokens in [None, Some(OLD)] {
+            let api = match app_tokens {
+                Some(t) => api().with_tokens(tokens(t)),
+                None => api(),
+            };
+            let app = router(api);
+            for path in [
+                &format!("/orders/{ID}") as &str,
+                "/orders",
+                &format!("/getOrder?id={ID}"),
+                "/status",
+                "/metrics",
+            ] {
+                for token in [None, app_tokens] {
+                    let res = answer(&app, path, token).await;
+                    assert_eq!(
+                        res.headers().get("cache-control").map(|v| v.as_bytes()),
+                        Some(&b"no-store"[..]),
+                        "{path} ({}): {:?}",
+                        res.status(),
+                        res.headers()
+                    );
+                }
+            }
+        }
+    }
 }

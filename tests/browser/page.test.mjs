@@ -712,6 +712,12 @@ check("a refused token is forgotten and the page asks again", async (browser) =>
   await page.waitForFunction(() => document.getElementById("token-note").textContent.includes("refused"));
   assert.equal(await page.locator("#token").isVisible(), true);
   assert.equal((await kept(page)).session, null, "the refused token is not kept");
+  // Pasted with a zero-width space: fetch could not send it, so no 401
+  // would ever ask again. The form says so and keeps asking.
+  await giveToken(page, `${TOKEN}\u200b`);
+  await page.waitForFunction(() => document.getElementById("token-note").textContent.includes("stray character"));
+  assert.equal(await page.locator("#token").isVisible(), true, "still asking");
+  assert.equal((await kept(page)).session, null, "a token that cannot be sent is not kept");
   await giveToken(page, TOKEN);
   await assertShowsOrder(page, order);
   // The token stops working (rotated away): the next answer is a 401, and
