@@ -467,8 +467,20 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let (http, shutdown_timeout) = (config.http.clone(), config.shutdown_timeout);
     let open = config.api_tokens.is_empty();
+    // Counts only, never the tokens: so an operator sees from the log
+    // that the routes are closed.
+    let (api_tokens, metrics_tokens) = (
+        config.api_tokens.len(),
+        config.metrics_tokens.as_ref().map_or(0, |t| t.len()),
+    );
     let service = Service::builder(config).connect().await?;
     let local = listener.local_addr();
+    if !open {
+        info!(
+            api_tokens,
+            metrics_tokens, "access tokens required on the routes that hold orders"
+        );
+    }
     if let Ok(local) = &local {
         if open && !is_loopback(local) {
             warn!(
