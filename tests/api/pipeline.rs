@@ -174,7 +174,24 @@ async fn a_restart_restores_the_cache_from_postgres() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(listed.len(), 20);
-    assert!(listed.contains(&uids[49].as_str()), "{recent}");
+    // Exactly the 20 stored last, newest first. Not "the one published
+    // last is among them": with two batches in flight, a batch of more
+    // than 20 earlier orders may commit after the one holding it.
+    let in_order = listed
+        .iter()
+        .map(|uid| format!("'{uid}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let top = db
+        .count(&format!(
+            "SELECT count(*) AS n FROM (SELECT order_uid, row_number() OVER (ORDER BY seq DESC) AS r \
+             FROM orders) t WHERE r <= 20 AND array_position(ARRAY[{in_order}], order_uid::text) = r"
+        ))
+        .await;
+    assert_eq!(
+        top, 20,
+        "the list is the 20 stored last, newest first: {recent}"
+    );
     for uid in &uids {
         assert_eq!(app.wait_for_order(uid).await, example_order(uid));
     }
