@@ -1,9 +1,10 @@
 # The service's image: `server` (the default command), `producer` and the
 # dead-letter tool `order-cache-dlq`, built by scripts/build-release, the
-# script that CI runs too: scripts/check-docker replays this file's build
-# stage without Docker (every COPY, every RUN) and checks what the run stage
-# copies out of it. Keep the build stage to COPY and `RUN scripts/...` lines
-# so that the replay stays exact.
+# script that CI runs too. CI builds this file as it is on a Docker engine
+# of its own (scripts/check-docker --engine, docs/docker.md); without an
+# engine, scripts/check-docker replays the build stage (every COPY, every
+# RUN) and checks what the run stage copies out of it. Keep the build stage
+# to COPY and `RUN scripts/...` lines so that the replay stays exact.
 
 FROM rust:1.89.0-bookworm AS build
 WORKDIR /app
