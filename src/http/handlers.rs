@@ -5,6 +5,7 @@ use serde::Serialize;
 use warp::http::header;
 use warp::http::{Response, StatusCode};
 
+use super::recent::Recent;
 use super::reply::{json_response, static_reply, to_json, ApiError};
 use super::{Api, CACHE_HEADER};
 use crate::model::{OrderUid, Problem};
@@ -66,18 +67,10 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-#[derive(Serialize)]
-struct Recent<'a> {
-    orders: Vec<&'a str>,
-}
-
-/// The most recent ids, newest first.
+/// The most recent ids, newest first, with a summary of each.
 pub(super) fn recent(api: &Api) -> Response<Bytes> {
     let snapshot = api.0.lookup.cache().snapshot();
-    let body = to_json(&Recent {
-        orders: snapshot.recent().collect(),
-    });
-    json_response(StatusCode::OK, body)
+    json_response(StatusCode::OK, to_json(&Recent::of(&snapshot)))
 }
 
 /// The page at `/`. Mounted under a prefix, `/prefix` must become

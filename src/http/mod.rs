@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /orders/{order_uid}` | 200 the order as JSON; 400 for an id that can never be valid; 404 for an unknown one |
 //! | `GET /getOrder?id={order_uid}` | the same |
-//! | `GET /orders` | 200 `{"orders": [ids, newest first]}`: the most recent orders; no route when [`Api::with_recent_orders`] turns it off |
+//! | `GET /orders` | 200 `{"orders": [ids, newest first], "recent": [{order_uid, date_created, item_count, amount, currency}]}`: the most recent orders, each with a summary (the id alone when its order is no longer cached); no route when [`Api::with_recent_orders`] turns it off |
 //! | `GET /` | the web page; `/?id={order_uid}` opens that order |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once the cache is restored and PostgreSQL and NATS answer, else 503 |
@@ -24,6 +24,7 @@ mod auth;
 mod filters;
 mod handlers;
 mod lookup;
+mod recent;
 mod reply;
 
 use std::convert::Infallible;

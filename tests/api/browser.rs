@@ -2,7 +2,8 @@
 //! Playwright (`tests/browser/page.test.mjs`), against the service holding
 //! an ordinary order, one whose text fields are HTML and script, one
 //! whose integers are beyond what a JavaScript number holds exactly, and
-//! one with fields the model does not know at every level.
+//! one with fields the model does not know at every level, and one as a shop
+//! would send it (for the screenshots).
 //!
 //! The live status strip is checked against the service's own numbers: a
 //! dead letter is published first, and a trickle of orders when the script
@@ -30,11 +31,50 @@ use crate::helpers::{
 };
 use crate::services::temp_dir;
 
-/// The example order's own id, so the screenshots show the familiar order.
+/// The example order's own id: the order a newcomer's first run shows.
 const ORDER_ID: &str = "b563feb7b2b84b6test";
 const HOSTILE_ID: &str = "hostile-markup-order";
 const BIG_ID: &str = "big-integers-order";
 const OTHER_ID: &str = "unknown-fields-order";
+/// An id as the producer makes them (a NUID: 22 characters).
+const REAL_ID: &str = "kQ3m8ZyTbV1xN4dLrP7sWe";
+
+/// An order as a shop would send it, for the screenshots: several items,
+/// a sale on some, a delivery cost, a date with an offset.
+fn realistic_order() -> Value {
+    serde_json::json!({
+        "order_uid": REAL_ID,
+        "track_number": "WBILM4827301RU",
+        "entry": "WBIL",
+        "delivery": {
+            "name": "Anna Petrova", "phone": "+79161234567", "zip": "125009",
+            "city": "Moscow", "address": "Tverskaya St 7, apt 12", "region": "Moscow",
+            "email": "anna.petrova@example.com"
+        },
+        "payment": {
+            "transaction": REAL_ID, "request_id": "", "currency": "RUB", "provider": "wbpay",
+            "amount": 6391, "payment_dt": 1_796_154_095_i64, "bank": "sber",
+            "delivery_cost": 300, "goods_total": 6091, "custom_fee": 0
+        },
+        "items": [
+            {"chrt_id": 4418203, "track_number": "WBILM4827301RU", "price": 4990,
+             "rid": "f2a91c07d3e84b6c9test", "name": "Wireless earbuds", "sale": 20,
+             "size": "0", "total_price": 3992, "nm_id": 1846602, "brand": "Soundcore",
+             "status": 202},
+            {"chrt_id": 4418377, "track_number": "WBILM4827301RU", "price": 1290,
+             "rid": "a7c3e5f9b1d24e08atest", "name": "Cotton T-shirt", "sale": 0,
+             "size": "M", "total_price": 1290, "nm_id": 2203915, "brand": "Uniqlo",
+             "status": 202},
+            {"chrt_id": 4419051, "track_number": "WBILM4827301RU", "price": 899,
+             "rid": "c0e8b2d4f6a84c1estest", "name": "Running socks, 3 pairs", "sale": 10,
+             "size": "42-44", "total_price": 809, "nm_id": 3071448, "brand": "Nike",
+             "status": 202}
+        ],
+        "locale": "en", "internal_signature": "", "customer_id": "anna-p-5521",
+        "delivery_service": "meest", "shardkey": "4", "sm_id": 99,
+        "date_created": "2026-12-01T22:41:07.513+03:00", "oof_shard": "1"
+    })
+}
 
 /// An order with fields the model does not know, kept by the service, at
 /// every level: names and values in markup, a nested object, `null`, `true`,
@@ -191,6 +231,9 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
     let served = app.wait_for_order(OTHER_ID).await;
     let sent: Value = serde_json::from_str(OTHER_ORDER).expect("OTHER_ORDER is JSON");
     assert_eq!(served, sent, "the unknown fields and the date are kept");
+    app.publish_order(&realistic_order()).await;
+    let served = app.wait_for_order(REAL_ID).await;
+    assert_eq!(served, realistic_order(), "the realistic order is valid");
     app.publish(&b"not an order"[..], None).await;
     app.dead_letters(1).await;
     // Restores the orders above from the database they share.
@@ -218,6 +261,7 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
         .env("HOSTILE_ID", HOSTILE_ID)
         .env("BIG_ID", BIG_ID)
         .env("OTHER_ID", OTHER_ID)
+        .env("REAL_ID", REAL_ID)
         .env(
             "TOKEN_BASE_URL",
             format!("http://{}/", closed.client.addr()),
@@ -231,7 +275,7 @@ async fn the_lookup_page_works_in_a_real_browser_and_shows_markup_as_text() {
     publisher.abort();
     let _ = std::fs::remove_dir_all(&signals);
     assert!(
-        stdout.contains("18 of 18 browser checks passed"),
+        stdout.contains("23 of 23 browser checks passed"),
         "{stdout}"
     );
     app.stop().await.expect("clean stop");

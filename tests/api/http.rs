@@ -138,6 +138,65 @@ async fn the_recent_list_and_metrics_are_served() {
 }
 
 #[tokio::test]
+async fn the_recent_list_gives_each_order_its_time_item_count_and_amount() {
+    let (api, _) = api_with(&["one", "two"]);
+    let (status, body, _) = get(&api, "/orders").await;
+    assert_eq!(status, 200);
+    // The ids as before, for clients that read only them.
+    assert_eq!(body["orders"], serde_json::json!(["two", "one"]));
+    let summary = |uid: &str| {
+        serde_json::json!({
+            "order_uid": uid,
+            "date_created": "2021-11-26T06:22:19Z",
+            "item_count": 1,
+            "amount": 1817,
+            "currency": "USD",
+        })
+    };
+    assert_eq!(
+        body["recent"],
+        serde_json::json!([summary("two"), summary("one")])
+    );
+}
+
+#[tokio::test]
+async fn an_id_listed_after_its_order_was_evicted_comes_without_a_summary() {
+    // A budget of about two orders: the oldest of five is evicted while the
+    // list still names it.
+    let uids = ["r0", "r1", "r2", "r3", "r4"];
+    let json_len = serde_json::to_vec(&example_order("r0")).unwrap().len();
+    let cache = Cache::with_max_bytes(2 * order_cache::entry_cost("r0", json_len) + 16);
+    for uid in uids {
+        cache.insert_orders(&[example(uid)]);
+    }
+    let snapshot = cache.snapshot();
+    assert!(
+        uids.iter().any(|u| snapshot.get(u).is_none()),
+        "one was evicted"
+    );
+    let api = Api::new(cache.clone(), Metrics::new(), Readiness::new());
+    let (status, body, _) = get(&api, "/orders").await;
+    assert_eq!(status, 200);
+    let recent = body["recent"].as_array().unwrap();
+    let ids: Vec<&str> = recent
+        .iter()
+        .map(|r| r["order_uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(serde_json::json!(ids), body["orders"]);
+    for entry in recent {
+        let uid = entry["order_uid"].as_str().unwrap();
+        let fields = entry.as_object().unwrap().len();
+        if snapshot.get(uid).is_some() {
+            assert_eq!(fields, 5, "{entry}");
+            assert_eq!(entry["amount"], 1817);
+        } else {
+            assert_eq!(fields, 1, "the id alone: {entry}");
+        }
+    }
+    assert!(recent.iter().any(|e| e.as_object().unwrap().len() == 1));
+}
+
+#[tokio::test]
 async fn other_methods_and_routes_are_4xx() {
     let (api, _) = api_with(&["abc"]);
     let res = warp::test::request()

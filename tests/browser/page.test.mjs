@@ -8,6 +8,8 @@
 //   ORDER_ID        an order the server holds
 //   HOSTILE_ID      an order whose text fields hold HTML and script
 //   BIG_ID          an order holding the integers in BIG below
+//   REAL_ID         an order as a shop would send it (three items, RUB),
+//                   shown in the screenshots
 //   OTHER_ID        an order with fields the page does not know at every
 //                   level, some written as in OTHER_EXACT below, and a date
 //                   with an offset and nanoseconds (OTHER_DATE)
@@ -38,6 +40,7 @@ const ORDER_ID = env("ORDER_ID");
 const HOSTILE_ID = env("HOSTILE_ID");
 const BIG_ID = env("BIG_ID");
 const OTHER_ID = env("OTHER_ID");
+const REAL_ID = env("REAL_ID");
 const SCREENSHOT_DIR = env("SCREENSHOT_DIR");
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
 const LIVE_SIGNAL = env("LIVE_SIGNAL");
@@ -48,8 +51,11 @@ const TOKEN = env("TOKEN");
 // How often the page polls /status (app.js's LIVE_EVERY).
 const LIVE_EVERY_MS = 2000;
 
-const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
-const DESKTOP = { viewport: { width: 1280, height: 900 } };
+// The page shows times in the reader's locale and time zone: fixed here, so
+// that the checks (and the screenshots) do not depend on the machine's.
+const PLACE = { locale: "en-US", timezoneId: "Europe/Berlin" };
+const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, ...PLACE };
+const DESKTOP = { viewport: { width: 1280, height: 900 }, ...PLACE };
 
 // The same-origin requests the page is allowed to make; anything else (an
 // <img src=x> from an order, say) means order data was treated as HTML.
@@ -73,6 +79,33 @@ const KNOWN = {
   item: ["chrt_id", "track_number", "price", "rid", "name", "sale", "size", "total_price", "nm_id",
     "brand", "status"],
 };
+
+// How the page shows a known field's value (`currency` is the payment's):
+// amounts with every digit, grouped, and the currency; a sale as a
+// percentage; anything else as sent. The two times are checked apart (see
+// expectTime).
+const AMOUNTS = ["amount", "goods_total", "delivery_cost", "custom_fee", "price", "total_price"];
+function shown(key, value, currency) {
+  const text = String(value);
+  if (AMOUNTS.includes(key)) {
+    const n = BigInt(text).toLocaleString("en-US");
+    return currency === "" ? n : `${n} ${currency}`;
+  }
+  if (key === "sale") return `${text}%`;
+  return text;
+}
+
+// The instant an RFC 3339 text names, to the millisecond (a leap second as
+// the last millisecond of its minute), as an ISO string; null for none.
+function instantOf(text) {
+  const m = /^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$/.exec(text);
+  if (!m) return null;
+  let [, day, hm, sec, frac = "", zone] = m;
+  let ms = frac.padEnd(3, "0").slice(0, 3);
+  if (sec === "60") [sec, ms] = ["59", "999"];
+  const d = new Date(`${day}T${hm}:${sec}.${ms}${zone.toUpperCase()}`);
+  return Number.isNaN(d.getTime()) ? null : d.toISOString();
+}
 
 async function orderJson(id, base = BASE_URL, headers = {}) {
   const res = await fetch(new URL(`orders/${encodeURIComponent(id)}`, base), { headers });
@@ -241,11 +274,42 @@ async function assertShowsOrder(page, order) {
   const heading = page.locator('#order h2 [data-field="order_uid"]');
   assert.equal(await heading.textContent(), order.order_uid);
   let checked = 0;
-  const expectText = async (locator, value, where) => {
+  const currency = String(order.payment.currency);
+  // A known field: shown as a person reads it (see shown), under a label
+  // that is not its JSON key, the key in the label's tooltip.
+  const expectText = async (locator, key, value, where) => {
     assert.equal(await locator.count(), 1, `${where} is on the page once`);
-    assert.equal(await locator.textContent(), String(value), `${where} reads as the order's value`);
+    if (key === "date_created" || key === "payment_dt") await expectTime(locator, key, value, where);
+    else assert.equal(await locator.textContent(), shown(key, value, currency), `${where} reads as the order's value`);
     assert.ok(await locator.isVisible(), `${where} is visible`);
+    const label = await locator.evaluate((e) => {
+      const l = e.tagName === "DD" ? e.previousElementSibling
+        : e.closest("table").querySelector("thead").rows[0].cells[e.cellIndex];
+      return { text: l.textContent, title: l.title };
+    });
+    assert.equal(label.title, key, `${where}: the label's tooltip names the JSON key`);
+    assert.ok(label.text !== "" && !label.text.includes("_"), `${where}: a label for people (${label.text})`);
     checked += 1;
+  };
+  // A time: readable, in the reader's zone, and the value as sent in small
+  // print under it; a value that names no time the page can read, as sent.
+  const expectTime = async (locator, key, value, where) => {
+    const raw = String(value);
+    const seconds = Number(raw);
+    const instant = key === "date_created" ? instantOf(raw)
+      : Number.isSafeInteger(seconds) && Math.abs(seconds) <= 8.64e12 ? new Date(seconds * 1000).toISOString() : null;
+    if (instant === null) {
+      assert.equal(await locator.textContent(), raw, `${where}: not a time, shown as sent`);
+      return;
+    }
+    const time = locator.locator("time");
+    assert.equal(await time.getAttribute("datetime"), instant, `${where}: the time it names`);
+    const readable = await time.textContent();
+    const want = await locator.page().evaluate((iso) => new Intl.DateTimeFormat(undefined,
+      { dateStyle: "medium", timeStyle: "long" }).format(new Date(iso)), instant);
+    assert.equal(readable, want, `${where}: a readable local time`);
+    assert.equal(await locator.locator("small.raw").textContent(), raw, `${where}: the value as sent, in small print`);
+    assert.ok(await locator.locator("small.raw").isVisible(), `${where}: the value as sent is visible`);
   };
   // `box` holds the list, and shows only when the list has something in it.
   const expectOther = async (box, obj, known, where) => {
@@ -256,12 +320,12 @@ async function assertShowsOrder(page, order) {
   };
   for (const key of KNOWN.order) {
     if (key === "order_uid" || key === "delivery" || key === "payment" || key === "items") continue;
-    await expectText(page.locator(`#order-fields dd[data-field="${key}"]`), order[key], key);
+    await expectText(page.locator(`#order :is(#order-fields, #order-tech-fields) > dd[data-field="${key}"]`), key, order[key], key);
   }
   await expectOther(page.locator("#order-other"), order, KNOWN.order, "order");
   for (const part of ["delivery", "payment"]) {
     for (const k of KNOWN[part]) {
-      await expectText(page.locator(`#${part}-fields dd[data-field="${k}"]`), order[part][k], `${part}.${k}`);
+      await expectText(page.locator(`#${part}-fields dd[data-field="${k}"]`), k, order[part][k], `${part}.${k}`);
     }
     await expectOther(page.locator(`#${part}-other`), order[part], KNOWN[part], part);
   }
@@ -272,11 +336,15 @@ async function assertShowsOrder(page, order) {
   assert.equal(await page.locator("#items tbody tr.other").count(), withOther.length, "a row of other fields per item with any");
   for (const [i, item] of order.items.entries()) {
     for (const k of KNOWN.item) {
-      await expectText(rows.nth(i).locator(`td[data-label="${k}"]`), item[k], `items[${i}].${k}`);
+      await expectText(rows.nth(i).locator(`td[data-field="${k}"]`), k, item[k], `items[${i}].${k}`);
     }
     const under = rows.nth(i).locator("xpath=following-sibling::tr[1][@class='other']");
     await expectOther(under, item, KNOWN.item, `items[${i}]`);
   }
+  // Under the items, what they come to.
+  const total = order.items.reduce((sum, item) => sum + BigInt(String(item.total_price)), 0n);
+  assert.equal(await page.locator("#items-total").textContent(), shown("total_price", total, currency), "the items' total");
+  assert.ok(await page.locator("#items-total").isVisible(), "the items' total is visible");
   return checked;
 }
 
@@ -347,7 +415,6 @@ check("typing an id and pressing Show displays every field", async (browser) => 
   assert.equal(new URL(page.url()).searchParams.get("id"), ORDER_ID, "the address links to the order");
   const wrap = await page.locator(".table-wrap").evaluate((e) => [e.scrollWidth, e.clientWidth]);
   assert.ok(wrap[0] <= wrap[1], `the items table fits a desktop window without scrolling (${wrap})`);
-  await page.screenshot({ path: join(SCREENSHOT_DIR, "page-desktop.png"), fullPage: true });
   await close();
 });
 
@@ -417,8 +484,11 @@ check("integers above 2^53 are shown exactly as sent", async (browser) => {
   await assertShowsOrder(page, order);
   assert.equal(
     await page.locator('#payment-fields dd[data-field="amount"]').textContent(),
-    "9223372036854775807",
+    "9,223,372,036,854,775,807 USD",
   );
+  // Beyond any date: no time, the number as sent.
+  assert.equal(await page.locator('#payment-fields dd[data-field="payment_dt"]').textContent(), "9007199254740993");
+  assert.equal(await page.locator("#items-total").textContent(), "317 USD");
   await close();
 });
 
@@ -430,7 +500,9 @@ check("fields the service does not know are shown as text under their parent, an
   await page.goto(`${BASE_URL}?id=${encodeURIComponent(OTHER_ID)}`);
   const n = await assertShowsOrder(page, order);
   assert.ok(n >= 50, `checked ${n} fields`);
-  assert.equal(await page.locator('#order-fields dd[data-field="date_created"]').textContent(), OTHER_DATE);
+  const created = page.locator('#order-fields dd[data-field="date_created"]');
+  assert.equal(await created.locator("small.raw").textContent(), OTHER_DATE, "the date as sent, in small print");
+  assert.equal(await created.locator("time").getAttribute("datetime"), "2026-12-01T20:39:28.708Z");
   // A few of them by hand, under the parent each belongs to; a value that
   // is not a string is marked as JSON (1.0 the number, "1.0" the text).
   const json = (text) => ({ text, json: true });
@@ -528,7 +600,213 @@ check("on a phone-width screen the page fits and the order reads top to bottom",
   assert.ok(layout.inputFont >= 16, "the input's text is large enough that phones do not zoom in");
   assert.ok(layout.recent.top >= layout.order.bottom, "the recent list comes after the order, not beside it");
   assert.equal(layout.itemsHeader, "none", "items are shown as labelled cards, not a wide table");
+  await close();
+});
+
+// Text with every kind of space as a plain one (ICU puts a narrow
+// no-break space before "PM").
+const plain = (text) => text.replace(/\s/g, " ");
+
+check("an order reads at a glance: labels for people, local times, amounts in their currency, items with their total", async (browser) => {
+  const order = await orderJson(REAL_ID);
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(`${BASE_URL}?id=${encodeURIComponent(REAL_ID)}`);
+  await assertShowsOrder(page, order);
+  // Berlin is UTC+1 in December: 22:41 at +03:00 is 20:41 there.
+  assert.equal(plain(await page.locator("#order-summary").textContent()), "Dec 1, 2026, 8:41 PM · 6,391 RUB · 3 items");
+  const field = (list, key) => page.locator(`#${list} dd[data-field="${key}"]`);
+  assert.equal(plain(await field("order-fields", "date_created").locator("time").textContent()), "Dec 1, 2026, 8:41:07 PM GMT+1");
+  assert.equal(await field("order-fields", "date_created").locator("small.raw").textContent(), "2026-12-01T22:41:07.513+03:00");
+  assert.equal(plain(await field("payment-fields", "payment_dt").locator("time").textContent()), "Dec 1, 2026, 8:41:35 PM GMT+1");
+  assert.equal(await field("payment-fields", "payment_dt").locator("small.raw").textContent(), "1796154095");
+  assert.equal(await field("payment-fields", "amount").textContent(), "6,391 RUB");
+  assert.equal(await page.locator('#order-tech-fields dt[title="sm_id"]').textContent(), "SM id");
+  assert.equal(await page.locator("#items td[data-field=sale]").first().textContent(), "20%");
+  assert.equal(await page.locator("#items tfoot").textContent(), "Total of 3 items6,091 RUB");
+  // What people look for first comes first; the pipeline's fields last.
+  const box = (sel) => page.locator(sel).boundingBox();
+  assert.ok((await box("#order-tech-fields")).y > (await box("#items")).y, "technical details after the items");
+  const wrap = await page.locator(".table-wrap").evaluate((e) => [e.scrollWidth, e.clientWidth]);
+  assert.ok(wrap[0] <= wrap[1], `the items table fits a desktop window without scrolling (${wrap})`);
+  await page.locator(`#recent a[title="${REAL_ID}"]`).waitFor();
+  // The recent list holds the hostile order's summary too: it wraps.
+  await page.locator(`#recent a[title="${HOSTILE_ID}"]`).waitFor();
+  const width = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  assert.ok(width[0] <= width[1], `no sideways scrolling (${width})`);
+  await page.screenshot({ path: join(SCREENSHOT_DIR, "page-desktop.png"), fullPage: true });
+  await close();
+  // The same order read in Tokyo: the reader's own time.
+  const tokyo = await open(browser, { ...DESKTOP, timezoneId: "Asia/Tokyo" });
+  await tokyo.page.goto(`${BASE_URL}?id=${encodeURIComponent(REAL_ID)}`);
+  await tokyo.page.locator("#order").waitFor({ state: "visible" });
+  assert.equal(plain(await tokyo.page.locator('#order-fields dd[data-field="date_created"] time').textContent()),
+    "Dec 2, 2026, 4:41:07 AM GMT+9");
+  await tokyo.close();
+});
+
+check("on a phone the order reads top to bottom, times, amounts and total included", async (browser) => {
+  const order = await orderJson(REAL_ID);
+  const { page, close } = await open(browser, PHONE);
+  await page.goto(`${BASE_URL}?id=${encodeURIComponent(REAL_ID)}`);
+  await assertShowsOrder(page, order);
+  await page.locator(`#recent a[title="${REAL_ID}"]`).waitFor();
+  await stripUntil(page, "a rate", (s) => /^[0-9]/.test(s.rate));
+  const layout = await page.evaluate(() => {
+    const box = (sel) => document.querySelector(sel).getBoundingClientRect();
+    return {
+      pageWidth: document.documentElement.scrollWidth,
+      viewport: window.innerWidth,
+      chart: box("#live-chart"),
+      total: box("#items-total"),
+    };
+  });
+  assert.ok(layout.pageWidth <= layout.viewport, `no sideways scrolling (${layout.pageWidth} > ${layout.viewport})`);
+  assert.ok(layout.chart.width > 100 && layout.chart.right <= layout.viewport, `the chart fits (${JSON.stringify(layout.chart)})`);
+  assert.ok(layout.total.width > 0 && layout.total.right <= layout.viewport, "the total fits");
+  assert.equal(await page.locator("#items-total").getAttribute("data-label"), "Total of 3 items", "the total says what it is");
   await page.screenshot({ path: join(SCREENSHOT_DIR, "page-phone.png"), fullPage: true });
+  await close();
+});
+
+// The page's recent list, each entry as [id, the summary line or null].
+async function recentList(page) {
+  return page.locator("#recent").evaluate((ul) => [...ul.querySelectorAll("a")].map((a) => [
+    a.querySelector(".id").textContent,
+    a.querySelector(".meta")?.textContent.replace(/\s/g, " ") ?? null,
+  ]));
+}
+
+check("the recent list shows when, how many items and how much beside each whole id", async (browser) => {
+  const { page, close } = await open(browser, DESKTOP);
+  await page.goto(BASE_URL);
+  const real = page.locator(`#recent a[title="${REAL_ID}"]`);
+  await real.waitFor();
+  assert.match(plain(await real.locator(".meta").textContent()), /^(Dec 1, 2026, )?8:41 PM · 3 items · 6,391 RUB$/);
+  assert.equal(await real.locator("time").getAttribute("datetime"), "2026-12-01T19:41:07.513Z");
+  assert.match(await real.locator("time").getAttribute("title"), /\(2026-12-01T22:41:07\.513\+03:00\)$/, "the date as sent on hover");
+  const example = page.locator(`#recent a[title="${ORDER_ID}"] .meta`);
+  assert.match(plain(await example.textContent()), / · 1 item · 1,817 USD$/);
+  // The producer's 22-character id fits whole, on one line.
+  const fit = (locator) => locator.evaluate((e) => ({
+    whole: e.scrollWidth <= e.clientWidth,
+    lines: Math.round(e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight)),
+    ellipsis: getComputedStyle(e).textOverflow,
+  }));
+  assert.equal(REAL_ID.length, 22);
+  assert.deepEqual(await fit(real.locator(".id")), { whole: true, lines: 1, ellipsis: "ellipsis" });
+
+  // A longer id, one whose order was evicted, and a summary holding markup
+  // and an amount above 2^53, as a service may send them.
+  const long = "L".repeat(30) + "-" + "o".repeat(33);
+  const markup = '<img src=x onerror="window.__pwned = 11">';
+  const body = `{"orders":["${long}","gone","odd"],"recent":[`
+    + `{"order_uid":"${long}","date_created":"2021-11-26T06:22:19Z","item_count":1,"amount":5,"currency":"EUR"},`
+    + '{"order_uid":"gone"},'
+    + `{"order_uid":"odd","date_created":"2021-11-26 06:22:60.5z","item_count":2,"amount":9223372036854775807,"currency":${JSON.stringify(markup)}}]}`;
+  await page.route((url) => url.pathname.endsWith("/orders"), (route) =>
+    route.fulfill({ status: 200, contentType: "application/json", body }));
+  await page.locator("#recent a[title=gone]").waitFor();
+  assert.deepEqual(await recentList(page), [
+    [long, "Nov 26, 2021, 7:22 AM · 1 item · 5 EUR"],
+    ["gone", null],
+    ["odd", `Nov 26, 2021, 7:22 AM · 2 items · 9,223,372,036,854,775,807 ${markup}`],
+  ]);
+  const cut = page.locator(`#recent a[title="${long}"]`);
+  assert.deepEqual(await fit(cut.locator(".id")), { whole: false, lines: 1, ellipsis: "ellipsis" },
+    "a longer id ends in an ellipsis, on one line");
+  assert.equal(await cut.getAttribute("title"), long, "the whole id on hover");
+  assert.equal(await page.locator("#recent img").count(), 0);
+  assert.equal(await page.evaluate(() => window.__pwned ?? null), null);
+
+  // A service from before the summaries: the bare ids still list.
+  await page.unroute((url) => url.pathname.endsWith("/orders"));
+  await page.route((url) => url.pathname.endsWith("/orders"), (route) =>
+    route.fulfill({ status: 200, contentType: "application/json", body: '{"orders":["one","two"]}' }));
+  await page.locator("#recent a[title=one]").waitFor();
+  assert.deepEqual(await recentList(page), [["one", null], ["two", null]]);
+  await close();
+});
+
+check("with no orders yet, the list says how to publish one and the form offers no id that 404s", async (browser) => {
+  const { page, close } = await open(browser, DESKTOP);
+  let body = '{"orders":[],"recent":[]}';
+  await page.route((url) => url.pathname.endsWith("/orders"), (route) =>
+    route.fulfill({ status: 200, contentType: "application/json", body }));
+  await page.goto(BASE_URL);
+  const empty = page.locator("#recent-empty");
+  await empty.waitFor({ state: "visible" });
+  const text = plain(await empty.textContent());
+  assert.match(text, /No orders yet/);
+  assert.match(text, /cargo run --example producer/);
+  assert.match(text, /nats pub orders "\$\(cat examples\/example\.json\)"/);
+  const placeholder = await page.getByLabel("Order id").getAttribute("placeholder");
+  assert.doesNotMatch(placeholder, /^[A-Za-z0-9_-]{1,64}$/, `the placeholder is no order id: ${placeholder}`);
+  // The first order arrives: the list replaces the advice.
+  body = `{"orders":["${ORDER_ID}"],"recent":[{"order_uid":"${ORDER_ID}"}]}`;
+  await empty.waitFor({ state: "hidden" });
+  assert.deepEqual(await recentList(page), [[ORDER_ID, null]]);
+  await close();
+});
+
+// The chart's bars, left to right: where each is and what it stands for.
+async function chartBars(page) {
+  return page.locator("#live-bars").evaluate((g) => [...g.children].map((r) => ({
+    tag: r.tagName,
+    x: Number(r.getAttribute("x")),
+    height: Number(r.getAttribute("height")),
+    rate: Number(r.dataset.rate),
+  })));
+}
+
+check("the strip charts orders ingested per second, and shows a rate soon after the first answer", async (browser) => {
+  const { page, close } = await open(browser, DESKTOP);
+  // The service's count at each answer: 0, then 0, 50 and 150 more, then
+  // no more. The second answer waits for the check to let it go.
+  const counts = [0, 0, 50, 150];
+  let answered = 0;
+  const asked = [];
+  let release;
+  const held = new Promise((r) => { release = r; });
+  await page.route("**/status", async (route) => {
+    const n = answered++;
+    asked.push(Date.now());
+    if (n === 1) await held;
+    const orders_ingested = counts[Math.min(n, counts.length - 1)];
+    await route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify({
+      orders_ingested, dead_letters: 0, consumer_pending: 0, consumer_ack_pending: 0, cache_orders: 3,
+    }) });
+  });
+  await page.goto(BASE_URL);
+  // After one answer there is no rate yet: the strip says so, rather
+  // than a dash that reads as "nothing".
+  await stripUntil(page, "the first answer", (s) => s.cached === "3");
+  assert.equal((await strip(page)).rate, "measuring…");
+  assert.deepEqual(await chartBars(page), []);
+  assert.equal(await page.locator("#live-chart-note").textContent(), "No rate yet.");
+  while (asked.length < 2) await page.waitForTimeout(50);
+  assert.ok(asked[1] - asked[0] < LIVE_EVERY_MS, `the second answer is asked for sooner (${asked[1] - asked[0]} ms)`);
+  release();
+  await stripUntil(page, "a rate from the second answer", (s) => s.rate === "0");
+  // Orders arrive, then stop: a bar per interval, each as tall as its rate
+  // against the highest, the highest the chart's whole height.
+  await stripUntil(page, "the rate back to 0", (s) => s.rate === "0" && answered > counts.length, 15_000);
+  const bars = await chartBars(page);
+  assert.ok(bars.length >= 4, `a bar per interval: ${JSON.stringify(bars)}`);
+  assert.ok(bars.every((b) => b.tag === "rect"), "only bars are drawn");
+  assert.deepEqual(bars.map((b) => b.x), [...bars.map((b) => b.x)].sort((a, b) => a - b), "oldest on the left");
+  assert.ok(bars.every((b) => b.x >= 0 && b.x <= 300));
+  const peak = Math.max(...bars.map((b) => b.rate));
+  assert.ok(peak > 30 && peak < 70, `the peak is about 50 / s: ${peak}`);
+  for (const b of bars) {
+    assert.ok(Math.abs(b.height - 40 * b.rate / peak) < 0.02, `a bar as tall as its rate: ${JSON.stringify(b)}`);
+  }
+  assert.equal(bars[0].height, 0, "no orders, no bar");
+  const note = await page.locator("#live-chart-note").textContent();
+  assert.match(note, /^Last 5 min: peak [0-9.]+ \/ s$/);
+  assert.equal(await page.locator("#live-chart-title").textContent(), `Orders ingested per second. ${note}`);
+  assert.equal(await page.locator("#live-chart").getAttribute("role"), "img");
+  const [chart, cell] = [await page.locator("#live-chart").boundingBox(), await page.locator("#live dl div.rate").boundingBox()];
+  assert.ok(chart.width > 50 && chart.x >= cell.x && chart.x + chart.width <= cell.x + cell.width, "the chart sits in the rate's cell");
   await close();
 });
 
@@ -581,6 +859,8 @@ check("the live status strip shows the service's numbers at a glance and keeps u
   // Orders arrive: the rate rises above 0 and the cache grows by as many.
   writeFileSync(LIVE_SIGNAL, "publish");
   await stripUntil(page, "a rate while orders arrive", (s) => Number(s.rate) > 0);
+  await page.waitForFunction(() => [...document.querySelectorAll("#live-bars rect")]
+    .some((r) => Number(r.dataset.rate) > 0 && Number(r.getAttribute("height")) > 0));
   const total = server.cache_orders + LIVE_COUNT;
   await stripUntil(page, "every order cached", (s) => s.cached === String(total), 30_000);
   // And once they stop, the rate falls back to 0.
