@@ -21,6 +21,7 @@ mod observability;
 #[cfg(feature = "e2e")]
 mod openapi;
 mod pipeline;
+mod producer;
 mod review;
 mod review2;
 mod secrets;
@@ -29,3 +30,4 @@ mod services;
 mod store;
 #[cfg(feature = "otel")]
 mod trace;
+mod unreachable;
