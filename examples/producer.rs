@@ -144,6 +144,12 @@ const GARBAGE: &[&[u8]] = &[
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // NATS_URL as ./scripts/up wrote it to ./.env, under the environment.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            return Err(e).context("cannot read .env");
+        }
+    }
     let args = Args::parse();
     let traces = Traces::from_env()?;
     let mut orders = Orders::from_args(&args)?;

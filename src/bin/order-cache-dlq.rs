@@ -819,6 +819,13 @@ fn explain(e: &anyhow::Error) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // NATS_URL as ./scripts/up wrote it to ./.env, under the environment.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("error: cannot read .env: {}", Report(&e));
+            return ExitCode::FAILURE;
+        }
+    }
     let args = Args::parse();
     let said = ServerSaid::default();
     match run(args, &said).await {

@@ -8,6 +8,7 @@ mod browser;
 mod compatibility;
 mod corpus;
 mod dlq_tool;
+mod dotenv;
 mod embed;
 mod failover;
 mod faults;
