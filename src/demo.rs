@@ -70,7 +70,7 @@ impl OrderGenerator {
     }
 
     /// Orders of at most `max` items (at least 1, at most
-    /// [`MAX_ITEMS`](crate::model::MAX_ITEMS), which the service accepts).
+    /// [`MAX_ITEMS`], which the service accepts).
     pub fn with_max_items(mut self, max: usize) -> OrderGenerator {
         self.max_items = max.clamp(1, MAX_ITEMS);
         self
