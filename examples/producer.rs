@@ -218,7 +218,13 @@ async fn main() -> anyhow::Result<()> {
     }
     confirm(&js, &args.orders_subject, &mut pending).await;
     progress.finish(sent, garbage);
-    eprintln!("published {sent} orders and {garbage} garbage messages");
+    match &orders {
+        Orders::Generated(g) => eprintln!(
+            "published {sent} orders (seed {}) and {garbage} garbage messages",
+            g.seed()
+        ),
+        Orders::Template(_) => eprintln!("published {sent} orders and {garbage} garbage messages"),
+    }
     traces.shutdown();
     Ok(())
 }
