@@ -2,9 +2,9 @@
 //! replay chosen ones into the orders subject once the cause is fixed.
 //!
 //! ```text
-//! cargo run --release --features cli,demo --bin order-cache-dlq -- list
-//! cargo run --release --features cli,demo --bin order-cache-dlq -- replay 3 7 --delete
-//! cargo run --release --features cli,demo --bin order-cache-dlq -- replay --reason database
+//! target/release/order-cache-dlq list            # as scripts/build-release built it
+//! target/release/order-cache-dlq replay 3 7 --delete
+//! target/release/order-cache-dlq replay --reason database
 //! ```
 //!
 //! Letters are read through one ephemeral pull consumer, in pulls bounded in
