@@ -1,5 +1,6 @@
 //! Publishes orders to JetStream so the pipeline can be watched:
-//! `cargo run --example producer -- --help`.
+//! `cargo run --release --features cli,demo --example producer -- --help`
+//! (the flags `scripts/build-release` builds with, so nothing is rebuilt).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,9 +10,11 @@ use anyhow::Context;
 use async_nats::jetstream;
 use bytes::Bytes;
 use clap::Parser;
+use order_cache::demo::OrderGenerator;
 use serde_json::Value;
 
-/// Publish orders: by default the example order with a fresh id every 2 s.
+/// Publish orders: by default a varied order (its own customer, city,
+/// items and totals; see `--seed`) every 2 s.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -26,9 +29,21 @@ struct Args {
     /// Subject orders are published to.
     #[arg(long, env = "ORDERS_SUBJECT", default_value = "orders")]
     orders_subject: String,
-    /// Order to use as the template.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/example.json"))]
-    file: PathBuf,
+    /// Seed of the generated orders: the same seed publishes the same
+    /// orders, ids included (the service stores an id once), with the
+    /// current time as their date. Default: a new seed, printed at start.
+    #[arg(long, conflicts_with_all = ["file", "example_order"])]
+    seed: Option<u64>,
+    /// Most items a generated order has (1 to 1000).
+    #[arg(long, default_value_t = OrderGenerator::DEFAULT_MAX_ITEMS as u16, value_parser = clap::value_parser!(u16).range(1..=1000), conflicts_with_all = ["file", "example_order"])]
+    max_items: u16,
+    /// Publish this order instead, each time with a fresh id.
+    #[arg(long, conflicts_with = "example_order")]
+    file: Option<PathBuf>,
+    /// Publish examples/example.json (built into this program) instead,
+    /// each time with a fresh id: the same order over and over.
+    #[arg(long)]
+    example_order: bool,
     /// How many to publish (default: forever).
     #[arg(long)]
     count: Option<u64>,
@@ -54,6 +69,70 @@ struct Args {
     orders_dlq_subject: String,
 }
 
+/// The example order, in the binary so that a producer copied out of its
+/// build tree (into an image, say) still has it.
+const EXAMPLE_ORDER: &[u8] = include_bytes!("example.json");
+
+/// Where the orders come from.
+enum Orders {
+    /// Varied orders from a seed.
+    Generated(OrderGenerator),
+    /// One order, published again and again with a fresh id.
+    Template(Value),
+}
+
+impl Orders {
+    fn from_args(args: &Args) -> anyhow::Result<Orders> {
+        let template = |bytes: &[u8], what: &str| -> anyhow::Result<Orders> {
+            let order: Value =
+                serde_json::from_slice(bytes).with_context(|| format!("{what} is not JSON"))?;
+            Ok(Orders::Template(order))
+        };
+        if let Some(file) = &args.file {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            return template(&bytes, &file.display().to_string());
+        }
+        if args.example_order {
+            return template(EXAMPLE_ORDER, "examples/example.json");
+        }
+        let seed = args.seed.unwrap_or_else(rand::random);
+        Ok(Orders::Generated(
+            OrderGenerator::new(seed).with_max_items(args.max_items.into()),
+        ))
+    }
+
+    /// The next order's id and payload.
+    fn next(&mut self) -> anyhow::Result<(String, Bytes)> {
+        match self {
+            Orders::Generated(generator) => {
+                let order = generator.order(chrono::Utc::now());
+                Ok((order.order_uid.to_string(), order.to_json()))
+            }
+            Orders::Template(template) => {
+                let uid = nuid::next().to_string();
+                let mut order = template.clone();
+                order["order_uid"] = Value::String(uid.clone());
+                order["payment"]["transaction"] = Value::String(uid.clone());
+                Ok((uid, serde_json::to_vec(&order)?.into()))
+            }
+        }
+    }
+
+    /// What is published, for the first line printed.
+    fn describe(&self) -> String {
+        match self {
+            Orders::Generated(g) => format!(
+                "generated orders of 1 to {} items, seed {} (--seed {} publishes the same ones again)",
+                g.max_items(),
+                g.seed(),
+                g.seed()
+            ),
+            Orders::Template(_) => "the template order, each time with a fresh id".to_owned(),
+        }
+    }
+}
+
 const GARBAGE: &[&[u8]] = &[
     b"not json at all",
     b"{\"order_uid\":\"\"}",
@@ -65,11 +144,15 @@ const GARBAGE: &[&[u8]] = &[
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // NATS_URL as ./scripts/up wrote it to ./.env, under the environment.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            return Err(e).context("cannot read .env");
+        }
+    }
     let args = Args::parse();
     let traces = Traces::from_env()?;
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let template: Value = serde_json::from_str(&text).context("the template is not JSON")?;
+    let mut orders = Orders::from_args(&args)?;
     let nats_url = order_cache::NatsUrl::parse(&args.nats_url);
     let client = nats_url
         .connect(async_nats::ConnectOptions::new())
@@ -84,6 +167,10 @@ async fn main() -> anyhow::Result<()> {
             ..order_cache::IngestConfig::default()
         };
         order_cache::ingest::ensure_topology(&js, &config).await?;
+    }
+
+    if !args.quiet {
+        println!("publishing {}", orders.describe());
     }
 
     let period = match args.rate {
@@ -117,22 +204,11 @@ async fn main() -> anyhow::Result<()> {
                 progress.garbage(garbage, payload);
             }
         }
-        let uid = nuid::next().to_string();
-        let mut order = template.clone();
-        order["order_uid"] = Value::String(uid.clone());
-        order["payment"]["transaction"] = Value::String(uid.clone());
-        let payload = serde_json::to_vec(&order)?;
+        let (uid, payload) = orders.next()?;
         {
             let mut headers = headers(Some(&uid));
             let _span = traces.start(&args.orders_subject, &mut headers);
-            publish(
-                &js,
-                &args.orders_subject,
-                headers,
-                payload.clone().into(),
-                &mut pending,
-            )
-            .await;
+            publish(&js, &args.orders_subject, headers, payload, &mut pending).await;
         }
         sent += 1;
         progress.order(sent, garbage, &uid);
@@ -142,7 +218,13 @@ async fn main() -> anyhow::Result<()> {
     }
     confirm(&js, &args.orders_subject, &mut pending).await;
     progress.finish(sent, garbage);
-    eprintln!("published {sent} orders and {garbage} garbage messages");
+    match &orders {
+        Orders::Generated(g) => eprintln!(
+            "published {sent} orders (seed {}) and {garbage} garbage messages",
+            g.seed()
+        ),
+        Orders::Template(_) => eprintln!("published {sent} orders and {garbage} garbage messages"),
+    }
     traces.shutdown();
     Ok(())
 }

@@ -23,7 +23,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(version)]
 struct Settings {
-    /// PostgreSQL URL (default: the docker-compose database).
+    /// PostgreSQL URL (default: the docker-compose database; ./scripts/up
+    /// writes the one it used to ./.env, which is read when the environment
+    /// does not set it).
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -125,6 +127,10 @@ struct Settings {
 }
 
 fn main() {
+    // What ./scripts/up chose (or an operator keeps) in ./.env, under what
+    // the environment says: a server started by hand after scripts/up
+    // finds the same database and NATS.
+    let dotenv = dotenvy::dotenv();
     let s = Settings::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,order_cache=info".into());
@@ -139,6 +145,17 @@ fn main() {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .with_env_filter(filter)
             .init();
+    }
+    match dotenv {
+        Ok(path) => tracing::info!(
+            path = %path.display(),
+            "settings read from this file where the environment gives none"
+        ),
+        Err(e) if e.not_found() => {}
+        Err(e) => {
+            tracing::error!(error = %Report(&e), "cannot read .env");
+            std::process::exit(1);
+        }
     }
     // A fatal error is a log line like any other (JSON when asked), then
     // exit status 1.

@@ -179,3 +179,76 @@ stop_pid() {
 cargo_target_dir() {
   cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
 }
+
+# ./.env: what scripts/up chose, read by the server, the producer and
+# order-cache-dlq where the environment sets nothing (docker compose reads
+# the same file for its own variables). Each line up writes follows a
+# marker comment, so that scripts/down --purge removes exactly those.
+DOTENV_MARK='# written by scripts/up; scripts/down --purge removes it'
+# dotenv_get KEY: KEY's value in ./.env (the last one), quotes removed.
+dotenv_get() {
+  [ -f .env ] || return 0
+  sed -n "s/^$1=//p" .env | tail -n 1 | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/"
+}
+# dotenv_unset KEY [marked]: removes KEY's lines from ./.env with up's
+# marker above them; with `marked`, only the lines up wrote.
+dotenv_unset() {
+  [ -f .env ] || return 0
+  local tmp
+  tmp=$(mktemp .env.XXXXXX)
+  awk -v key="$1=" -v mark="$DOTENV_MARK" -v marked="${2:-}" '
+    $0 == mark { if (held != "") print held; held = $0; next }
+    index($0, key) == 1 && (held != "" || marked == "") { held = ""; next }
+    { if (held != "") print held; held = ""; print }
+    END { if (held != "") print held }' .env >"$tmp"
+  chmod --reference=.env "$tmp" 2>/dev/null || true
+  mv "$tmp" .env
+  # Nothing but what up wrote: no file at all, as before up.
+  if [ ! -s .env ]; then rm -f .env; fi
+}
+# dotenv_set KEY VALUE: KEY=VALUE in ./.env, every other line kept.
+dotenv_set() {
+  dotenv_unset "$1"
+  printf '%s\n%s=%s\n' "$DOTENV_MARK" "$1" "$2" >>.env
+}
+
+# js_api NATS_URL SUBJECT: sends an empty JetStream API request (say
+# '$JS.API.STREAM.INFO.ORDERS') and prints the JSON reply, speaking the
+# NATS text protocol over bash's /dev/tcp, so that no NATS client need be
+# installed. Takes the first server of the list; user:password@ or
+# token@ in it are sent. Fails when the server does not answer in 3 s.
+js_api() {
+  local first=${1%%,*} auth="" host port fd line reply=""
+  first=${first#*://}
+  if [ "${first#*@}" != "$first" ]; then auth=${first%@*}; first=${first#*@}; fi
+  host=${first%:*}; port=${first##*:}
+  [ "$port" != "$first" ] || port=4222
+  local connect='{"verbose":false,"pedantic":false,"protocol":1'
+  case $auth in
+    "") ;;
+    *:*) connect+=",\"user\":\"${auth%%:*}\",\"pass\":\"${auth#*:}\"" ;;
+    *) connect+=",\"auth_token\":\"$auth\"" ;;
+  esac
+  connect+='}'
+  exec {fd}<>"/dev/tcp/$host/$port" || return 1
+  printf 'CONNECT %s\r\nSUB _INBOX.order_cache_up 1\r\nPUB %s _INBOX.order_cache_up 0\r\n\r\n' \
+    "$connect" "$2" >&"$fd"
+  while IFS= read -r -t 3 -u "$fd" line; do
+    line=${line%$'\r'}
+    case $line in
+      MSG*) IFS= read -r -t 3 -u "$fd" reply; reply=${reply%$'\r'}; break ;;
+      PING) printf 'PONG\r\n' >&"$fd" ;;
+      -ERR*) echo "NATS at $host:$port: $line" >&2; break ;;
+    esac
+  done
+  exec {fd}>&-
+  [ -n "$reply" ] && printf '%s\n' "$reply"
+}
+
+# js_stream_missing NATS_URL STREAM: whether NATS answers that STREAM does
+# not exist (JetStream's 404), as opposed to existing or not answering.
+js_stream_missing() {
+  local reply
+  reply=$(js_api "$1" "\$JS.API.STREAM.INFO.$2") || return 1
+  case $reply in *'"code":404'*) return 0 ;; *) return 1 ;; esac
+}

@@ -122,6 +122,8 @@
 //! - [`trace`]: W3C trace context carried through ingestion; with feature
 //!   `otel`, OpenTelemetry spans per batch and per database write.
 //! - [`Report`]: an error with its causes, for logs.
+//! - `demo` (feature `demo`): varied valid orders from a seed, for demos
+//!   and benchmarks.
 #![deny(missing_docs)]
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -129,6 +131,8 @@
 pub mod app;
 mod backoff;
 mod cache;
+#[cfg(feature = "demo")]
+pub mod demo;
 mod health;
 mod http;
 pub mod ingest;

@@ -2,9 +2,9 @@
 //! replay chosen ones into the orders subject once the cause is fixed.
 //!
 //! ```text
-//! cargo run --features cli --bin order-cache-dlq -- list
-//! cargo run --features cli --bin order-cache-dlq -- replay 3 7 --delete
-//! cargo run --features cli --bin order-cache-dlq -- replay --reason database
+//! target/release/order-cache-dlq list            # as scripts/build-release built it
+//! target/release/order-cache-dlq replay 3 7 --delete
+//! target/release/order-cache-dlq replay --reason database
 //! ```
 //!
 //! Letters are read through one ephemeral pull consumer, in pulls bounded in
@@ -819,6 +819,13 @@ fn explain(e: &anyhow::Error) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // NATS_URL as ./scripts/up wrote it to ./.env, under the environment.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("error: cannot read .env: {}", Report(&e));
+            return ExitCode::FAILURE;
+        }
+    }
     let args = Args::parse();
     let said = ServerSaid::default();
     match run(args, &said).await {

@@ -1,6 +1,7 @@
 //! PostgreSQL persistence: the pool and the queries the service makes.
 //!
 //! - `config`: how to reach PostgreSQL;
+//! - `connect`: opening a connection, with the whole cause of a failure;
 //! - `error`: what can go wrong, sorted by what to do about it;
 //! - `migrate`: the embedded schema migrations;
 //! - `insert`: the batched insert, driven by one table of columns;
@@ -8,6 +9,7 @@
 //! - `scan`: the restore's streamed read of every order.
 
 mod config;
+mod connect;
 mod error;
 mod insert;
 mod migrate;
@@ -21,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::FutureExt;
 
 pub use config::StoreConfig;
 pub use error::{Corruption, DatabaseError, StoreError};
@@ -87,8 +90,12 @@ impl Store {
     ///
     /// [`StoreError::Unavailable`] when the pool cannot be built.
     pub fn new(config: StoreConfig) -> Result<Store, StoreError> {
-        let manager =
-            AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.database_url.clone());
+        let mut setup = ManagerConfig::default();
+        setup.custom_setup = Box::new(|url| connect::establish(url).boxed());
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            config.database_url.clone(),
+            setup,
+        );
         let pool = Pool::builder(manager)
             .max_size(config.max_connections)
             .runtime(deadpool::Runtime::Tokio1)

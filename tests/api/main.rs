@@ -8,6 +8,7 @@ mod browser;
 mod compatibility;
 mod corpus;
 mod dlq_tool;
+mod dotenv;
 mod embed;
 mod failover;
 mod faults;
@@ -21,6 +22,7 @@ mod observability;
 #[cfg(feature = "e2e")]
 mod openapi;
 mod pipeline;
+mod producer;
 mod review;
 mod review2;
 mod secrets;
@@ -29,3 +31,4 @@ mod services;
 mod store;
 #[cfg(feature = "otel")]
 mod trace;
+mod unreachable;
