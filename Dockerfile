@@ -36,8 +36,6 @@ RUN apt-get update \
  && groupadd --system --gid 10001 order-cache \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin order-cache
 COPY --from=build /app/target/release/examples/server /app/target/release/examples/producer /app/target/release/order-cache-dlq /usr/local/bin/
-# The producer's default --file is the build's path to the example order.
-COPY --from=build /app/examples/example.json /app/examples/example.json
 # A numeric user, so Kubernetes' runAsNonRoot can tell it is not root.
 USER 10001:10001
 # Inside the container the server must listen beyond loopback; publish the
