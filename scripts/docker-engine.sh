@@ -35,8 +35,10 @@
 #                         official entrypoint's rule (arguments that start
 #                         with - go to nats-server)
 
-ENGINE_NETNS=order-cache-check
-ENGINE_DIR=${ENGINE_DIR:-/var/tmp/order-cache-engine}
+# One engine a check, named by the check's process id, so that two checks
+# (two checkouts, CI beside a developer) never share one.
+ENGINE_NETNS=order-cache-check-$$
+ENGINE_DIR=${ENGINE_DIR:-/var/tmp/order-cache-engine-$$}
 STANDIN_CACHE=${STANDIN_CACHE:-$PWD/target/docker-standins}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 ENGINE_STARTED=
@@ -53,7 +55,7 @@ engine_start() {
   command -v debootstrap >/dev/null || apt_install debootstrap
   command -v dpkg-scanpackages >/dev/null || apt_install --no-install-recommends dpkg-dev
   if [ -S "$ENGINE_DIR/docker.sock" ] && pid_runs "$(cat "$ENGINE_DIR/dockerd.pid" 2>/dev/null)" dockerd; then
-    echo "an engine of an earlier check still runs ($ENGINE_DIR): stop it (kill \$(cat $ENGINE_DIR/dockerd.pid)) and run again" >&2
+    echo "an engine already runs in $ENGINE_DIR: stop it (kill \$(cat $ENGINE_DIR/dockerd.pid)) or choose another ENGINE_DIR" >&2
     return 1
   fi
   rm -rf "$ENGINE_DIR"
