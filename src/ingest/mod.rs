@@ -314,7 +314,13 @@ impl Ingestor {
                     Outcome::RetryLater => pause.start(),
                 },
                 () = pause.over() => pause.end(),
-                () = &mut check, if !check.is_terminated() => {}
+                remade = &mut check, if !check.is_terminated() => {
+                    // A pull made before the consumer was made again waits
+                    // on nothing: made again at once.
+                    if remade && !pull.yielded {
+                        pull.messages = None;
+                    }
+                }
                 _ = ticks.tick(), if waiting.is_some() => {
                     for m in waiting.iter().flatten() {
                         ack(m, AckKind::Progress).await;
@@ -445,14 +451,18 @@ impl Ingestor {
     /// storage), so that the next pull finds it. It takes as long as the
     /// broker does, up to the client's request timeout: it runs beside the
     /// pulls, so a slow answer delays nothing, and re-creating only creates
-    /// what is missing.
-    async fn check_topology(&self) {
+    /// what is missing. Returns whether it set JetStream up again.
+    async fn check_topology(&self) -> bool {
         let Err(e) = self.consumer.get_info().await else {
-            return;
+            return false;
         };
         debug!(error = %Report(&e), "cannot read the consumer's info; setting up JetStream again");
-        if let Err(e) = ensure_topology(&self.js, &self.config).await {
-            warn!(error = %Report(&e), "cannot set up JetStream; retrying with the next pull");
+        match ensure_topology(&self.js, &self.config).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %Report(&e), "cannot set up JetStream; retrying with the next pull");
+                false
+            }
         }
     }
 
