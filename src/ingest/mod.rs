@@ -22,11 +22,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use async_nats::jetstream::consumer::pull::{MessagesError, Stream as Messages};
+use async_nats::jetstream::consumer::pull::{MessagesError, MessagesErrorKind, Stream as Messages};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::{AckKind, Message};
+use futures::future::{Fuse, FusedFuture};
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
@@ -212,6 +213,22 @@ impl std::fmt::Debug for Ingestor {
 pub(crate) const IN_FLIGHT: usize = 2;
 /// How long a batch waits for more messages once they stop arriving.
 const LINGER: Duration = Duration::from_millis(5);
+/// How often the server tells an idle pull that it is still there (at most:
+/// a third of `pull_expires` when that is shorter). Two missed in a row end
+/// the pull, which is made again at once.
+///
+/// This is how fast a dead node is noticed: when the node leading the
+/// consumer dies, its pull goes silent, and a new pull reaches the new
+/// leader within about two heartbeats of its election (nats-server 2.9 took
+/// 3.9-8.4 s to elect it in our tests; nothing on this side can shorten
+/// that).
+///
+/// A healthy but slow broker that lets a full second pass without a
+/// heartbeat loses nothing by it: its pull is dropped and another made, and what it
+/// sends to the dropped pull is never acknowledged, so the server
+/// redelivers it after `ack_wait` and the store writes each order once
+/// (`ON CONFLICT DO NOTHING`). The cost is that delay, never a message.
+const PULL_HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// How one batch ended, for the retry delay.
 enum Outcome {
@@ -278,6 +295,9 @@ impl Ingestor {
         let mut waiting: Option<Vec<Message>> = None;
         let mut ticks = tokio::time::interval(self.keep_alive_every());
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether the consumer still exists, asked when a pull is made; it
+        // runs beside the pull and never holds it up (see `check_topology`).
+        let mut check = std::pin::pin!(Fuse::terminated());
         loop {
             if !pause.is_on() && in_flight.len() < IN_FLIGHT {
                 if let Some(batch) = waiting.take() {
@@ -294,13 +314,25 @@ impl Ingestor {
                     Outcome::RetryLater => pause.start(),
                 },
                 () = pause.over() => pause.end(),
+                remade = &mut check, if !check.is_terminated() => {
+                    // A pull made before the consumer was made again waits
+                    // on nothing: made again at once.
+                    if remade && !pull.yielded {
+                        pull.messages = None;
+                    }
+                }
                 _ = ticks.tick(), if waiting.is_some() => {
                     for m in waiting.iter().flatten() {
                         ack(m, AckKind::Progress).await;
                     }
                 }
                 pulled = self.pull(), if can_pull && !has_stream => match pulled {
-                    Ok(messages) => pull.started(messages),
+                    Ok(messages) => {
+                        pull.started(messages);
+                        if check.is_terminated() {
+                            check.set(self.check_topology().fuse());
+                        }
+                    }
                     Err(e) => {
                         warn!(error = %Report(&*e), "cannot pull from JetStream; retrying");
                         pause.start();
@@ -343,20 +375,21 @@ impl Ingestor {
         };
         pull.yielded |= first.is_ok();
         let (batch, broken) = self.collect(first, messages).await;
-        if broken {
+        if let Some(ended) = broken {
             pull.messages = None;
+            pull.silent = ended == Ended::Silent;
         }
         batch
     }
 
     /// Collects a batch: `first`, then whatever arrives until the batch is
-    /// full or the stream pauses for [`LINGER`]. Returns the messages and
-    /// whether the stream failed (and must be re-created).
+    /// full or the stream pauses for [`LINGER`]. Returns the messages and,
+    /// if the stream failed or ended (and must be re-created), how.
     async fn collect(
         &self,
         first: Result<Message, MessagesError>,
         messages: &mut Messages,
-    ) -> (Vec<Message>, bool) {
+    ) -> (Vec<Message>, Option<Ended>) {
         let mut batch = Vec::with_capacity(self.config.batch_size);
         let mut bytes = 0;
         let mut next = Some(first);
@@ -368,34 +401,37 @@ impl Ingestor {
                 }
                 Some(Err(e)) => {
                     warn!(error = %Report(&e), "pull stream failed; re-subscribing");
-                    return (batch, true);
+                    let ended = match e.kind() {
+                        MessagesErrorKind::MissingHeartbeat => Ended::Silent,
+                        _ => Ended::Failed,
+                    };
+                    return (batch, Some(ended));
                 }
-                None => return (batch, true),
+                None => return (batch, Some(Ended::Failed)),
             }
             if batch.len() >= self.config.batch_size || bytes >= self.config.max_batch_bytes {
-                return (batch, false);
+                return (batch, None);
             }
             match tokio::time::timeout(LINGER, messages.next()).await {
                 Ok(item) => next = item,
-                Err(_) => return (batch, false),
+                Err(_) => return (batch, None),
             }
         }
     }
 
+    /// A new pull on the consumer. It asks JetStream nothing first: during
+    /// the election that follows the death of the consumer's leader a
+    /// request goes unanswered until the client's request timeout (10 s),
+    /// while a pull reaches the new leader as soon as it is elected.
     async fn pull(&self) -> Result<Messages, async_nats::Error> {
-        let consumer = match self.consumer.get_info().await {
-            Ok(_) => self.consumer.clone(),
-            // The consumer may have been deleted, or the server replaced:
-            // make sure the topology exists again.
-            Err(_) => ensure_topology(&self.js, &self.config).await?,
-        };
         let expires = self.config.pull_expires;
         // The server never sends a message larger than a pull's byte limit
         // (it fails the pull instead), so the limit leaves room for the
         // largest message the server accepts.
         let max_payload = self.js.client().server_info().max_payload;
         let max_bytes = (self.config.max_batch_bytes * IN_FLIGHT).max(2 * max_payload + 64 * 1024);
-        Ok(consumer
+        Ok(self
+            .consumer
             .stream()
             // Two batches' worth, so the next batch is on its way while
             // one is written: with one, ingest fell to 0.73x of the
@@ -405,9 +441,29 @@ impl Ingestor {
             .max_messages_per_batch(self.config.batch_size * IN_FLIGHT)
             .max_bytes_per_batch(max_bytes)
             .expires(expires)
-            .heartbeat(expires / 3)
+            .heartbeat(PULL_HEARTBEAT.min(expires / 3))
             .messages()
             .await?)
+    }
+
+    /// Re-creates the streams and the consumer if the consumer's info cannot
+    /// be read (it was deleted, or the server replaced without its
+    /// storage), so that the next pull finds it. It takes as long as the
+    /// broker does, up to the client's request timeout: it runs beside the
+    /// pulls, so a slow answer delays nothing, and re-creating only creates
+    /// what is missing. Returns whether it set JetStream up again.
+    async fn check_topology(&self) -> bool {
+        let Err(e) = self.consumer.get_info().await else {
+            return false;
+        };
+        debug!(error = %Report(&e), "cannot read the consumer's info; setting up JetStream again");
+        match ensure_topology(&self.js, &self.config).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %Report(&e), "cannot set up JetStream; retrying with the next pull");
+                false
+            }
+        }
     }
 
     /// Decodes, stores, caches and acknowledges one batch, telling the
@@ -473,6 +529,15 @@ impl Ingestor {
     }
 }
 
+/// Why a pull was dropped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Two heartbeats missed: the node serving it may be gone.
+    Silent,
+    /// Failed or ended otherwise.
+    Failed,
+}
+
 /// The pull in use, if any.
 #[derive(Default)]
 struct Pull {
@@ -482,12 +547,17 @@ struct Pull {
     /// any (a consumer limit the server enforces, a broker going away) must
     /// not be re-created in a hot loop.
     yielded: bool,
+    /// Whether it was dropped for missed heartbeats: it waited two
+    /// heartbeats already, so it is made again at once, with no pause,
+    /// to reach a newly elected leader soon.
+    silent: bool,
 }
 
 impl Pull {
     fn started(&mut self, messages: Messages) {
         self.messages = Some(messages);
         self.yielded = false;
+        self.silent = false;
     }
 
     /// The pull's next message; never, without a pull.
@@ -498,9 +568,10 @@ impl Pull {
         }
     }
 
-    /// Whether the pull is gone without having yielded a message.
+    /// Whether the pull is gone without having yielded a message, for
+    /// another reason than silence.
     fn ended_empty(&self) -> bool {
-        self.messages.is_none() && !self.yielded
+        self.messages.is_none() && !self.yielded && !self.silent
     }
 }
 
