@@ -23,6 +23,7 @@ mod observability;
 mod openapi;
 mod pipeline;
 mod producer;
+mod purge;
 mod review;
 mod review2;
 mod secrets;
