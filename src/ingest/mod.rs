@@ -393,11 +393,32 @@ impl Ingestor {
         let mut batch = Vec::with_capacity(self.config.batch_size);
         let mut bytes = 0;
         let mut next = Some(first);
+        let mut graced = false;
         loop {
             match next {
                 Some(Ok(m)) => {
                     bytes += m.payload.len();
                     batch.push(m);
+                }
+                Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat && !graced => {
+                    // The heartbeat may be waiting in the connection: after
+                    // the process was not scheduled for a while (a stopped
+                    // process, CPU starvation, a VM's steal) the timer can
+                    // fire before the connection hands over what arrived
+                    // meanwhile. Dropping a pull that still delivers costs
+                    // what the broker sent to it: `ack_wait` until it comes
+                    // back. So one more look, as long as one heartbeat.
+                    graced = true;
+                    match tokio::time::timeout(PULL_HEARTBEAT, messages.next()).await {
+                        Ok(item) => {
+                            next = item;
+                            continue;
+                        }
+                        Err(_) => {
+                            warn!(error = %Report(&e), "pull stream silent; re-subscribing");
+                            return (batch, Some(Ended::Silent));
+                        }
+                    }
                 }
                 Some(Err(e)) => {
                     warn!(error = %Report(&e), "pull stream failed; re-subscribing");

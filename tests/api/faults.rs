@@ -9,9 +9,10 @@ use order_cache::ingest::ensure_topology;
 use rand::Rng;
 
 use crate::helpers::{
-    assert_all_served, count_at, eventually, metric, poll, publish_orders, unique, TestStreams,
+    assert_all_served, count_at, eventually, example_order, metric, poll, publish_orders, unique,
+    TestDb, TestStreams,
 };
-use crate::services::{OwnNats, OwnPostgres, ServerProcess};
+use crate::services::{temp_dir, OwnNats, OwnPostgres, ServerProcess};
 
 /// Everything one fault test owns. Fields drop in order: streams are deleted
 /// while NATS still runs, then the servers stop.
@@ -336,4 +337,92 @@ async fn two_instances_on_one_database_and_stream_store_once_and_both_serve_all(
             "an instance ingested nothing"
         );
     }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// A server not scheduled for 1.5 s, four times while orders arrive (as a
+/// stopped process, CPU starvation or a VM's steal would): the pull's
+/// heartbeats look missed when it runs again, but a pull that still
+/// delivers is not dropped (what the broker sent to a dropped pull comes
+/// back only after `ack_wait`, 30 s). Every order is stored within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_stalled_for_one_and_a_half_seconds_stores_every_order_within_seconds() {
+    let db = TestDb::create().await;
+    let streams = TestStreams::new();
+    let dir = temp_dir("order-cache-stall");
+    let log = dir.join("server.log");
+    let mut server = ServerProcess::spawn_with(
+        &db.url,
+        &streams.nats_url,
+        &streams.config,
+        // The server default, as scripts/up runs it.
+        &[("BATCH_SIZE", "1000")],
+        Some(&log),
+    );
+    server.wait_ready(Duration::from_secs(30)).await;
+    let nats = async_nats::connect(streams.nats_url.as_str())
+        .await
+        .expect("NATS");
+    let js = async_nats::jetstream::new(nats);
+
+    // Orders keep coming, 300 a second, while the server is stopped
+    // (SIGSTOP) for 1.5 s four times, 0.75 s apart.
+    let pid = server.pid();
+    let stalls = tokio::spawn(async move {
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(750)).await;
+            signal(pid, "-STOP");
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            signal(pid, "-CONT");
+        }
+    });
+    // A steady 300 orders a second, as `producer --rate 300` publishes.
+    let mut acks = Vec::new();
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_micros(3_333));
+    while started.elapsed() < Duration::from_secs(9) {
+        ticks.tick().await;
+        let uid = unique("stall");
+        let payload = serde_json::to_vec(&example_order(&uid)).expect("json");
+        acks.push(
+            js.publish(streams.config.subject.clone(), payload.into())
+                .await
+                .expect("publish"),
+        );
+    }
+    let total = acks.len() as i64;
+    for ack in acks {
+        ack.await.expect("publish ack");
+    }
+    stalls.await.expect("stalls");
+    let published = Instant::now();
+
+    let mut stored = 0;
+    while published.elapsed() < Duration::from_secs(60) {
+        stored = count_at(&db.url, "SELECT count(*) AS n FROM orders")
+            .await
+            .unwrap_or(0);
+        if stored >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = published.elapsed();
+    let output = server.output();
+    let drops = output.matches("missed idle heartbeat").count();
+    eprintln!("stored {stored} of {total} {took:?} after the last publish; pulls dropped: {drops}");
+    assert_eq!(stored, total, "{output}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the last of {total} orders stored {took:?} after the last publish; \
+         pulls dropped for missed heartbeats: {drops}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
