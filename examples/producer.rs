@@ -145,10 +145,12 @@ const GARBAGE: &[&[u8]] = &[
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // NATS_URL as ./scripts/up wrote it to ./.env, under the environment.
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            return Err(e).context("cannot read .env");
-        }
+    let dotenv = order_cache::dotenv::load().context("cannot read ./.env")?;
+    if dotenv.skipped > 0 {
+        eprintln!(
+            "warning: {} lines of ./.env that are not KEY=VALUE were skipped (quote a value that holds spaces)",
+            dotenv.skipped
+        );
     }
     let args = Args::parse();
     let traces = Traces::from_env()?;

@@ -130,7 +130,7 @@ fn main() {
     // What ./scripts/up chose (or an operator keeps) in ./.env, under what
     // the environment says: a server started by hand after scripts/up
     // finds the same database and NATS.
-    let dotenv = dotenvy::dotenv();
+    let dotenv = order_cache::dotenv::load();
     let s = Settings::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,order_cache=info".into());
@@ -147,13 +147,22 @@ fn main() {
             .init();
     }
     match dotenv {
-        Ok(path) => tracing::info!(
-            path = %path.display(),
-            "settings read from this file where the environment gives none"
-        ),
-        Err(e) if e.not_found() => {}
+        Ok(found) if found.found => {
+            tracing::info!(
+                taken = found.taken,
+                "settings read from ./.env where the environment gives none"
+            );
+            if found.skipped > 0 {
+                tracing::warn!(
+                    skipped = found.skipped,
+                    "lines of ./.env that are not KEY=VALUE were skipped (quote a value \
+                     that holds spaces)"
+                );
+            }
+        }
+        Ok(_) => {}
         Err(e) => {
-            tracing::error!(error = %Report(&e), "cannot read .env");
+            tracing::error!(error = %e, "cannot read ./.env");
             std::process::exit(1);
         }
     }

@@ -185,10 +185,11 @@ cargo_target_dir() {
 # the same file for its own variables). Each line up writes follows a
 # marker comment, so that scripts/down --purge removes exactly those.
 DOTENV_MARK='# written by scripts/up; scripts/down --purge removes it'
-# dotenv_get KEY: KEY's value in ./.env (the last one), quotes removed.
+# dotenv_get KEY: KEY's value in ./.env (the first one, as the programs
+# read it: order_cache::dotenv), quotes removed.
 dotenv_get() {
   [ -f .env ] || return 0
-  sed -n "s/^$1=//p" .env | tail -n 1 | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/"
+  sed -n "/^$1=/{s/^$1=//p;q;}" .env | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/"
 }
 # dotenv_unset KEY [marked]: removes KEY's lines from ./.env with up's
 # marker above them; with `marked`, only the lines up wrote.

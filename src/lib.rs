@@ -124,6 +124,7 @@
 //! - [`Report`]: an error with its causes, for logs.
 //! - `demo` (feature `demo`): varied valid orders from a seed, for demos
 //!   and benchmarks.
+//! - [`dotenv`]: `./.env` read under the environment, for the binaries.
 #![deny(missing_docs)]
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -133,6 +134,7 @@ mod backoff;
 mod cache;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod dotenv;
 mod health;
 mod http;
 pub mod ingest;

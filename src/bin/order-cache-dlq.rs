@@ -820,9 +820,14 @@ fn explain(e: &anyhow::Error) -> String {
 #[tokio::main]
 async fn main() -> ExitCode {
     // NATS_URL as ./scripts/up wrote it to ./.env, under the environment.
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            eprintln!("error: cannot read .env: {}", Report(&e));
+    match order_cache::dotenv::load() {
+        Ok(dotenv) if dotenv.skipped > 0 => eprintln!(
+            "warning: {} lines of ./.env that are not KEY=VALUE were skipped (quote a value that holds spaces)",
+            dotenv.skipped
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("error: cannot read ./.env: {e}");
             return ExitCode::FAILURE;
         }
     }
