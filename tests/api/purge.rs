@@ -3,13 +3,13 @@
 //! lines in `./.env` — and nothing it did not record: a neighbouring
 //! database and stream, another data directory, the user's own `.env` lines.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream;
 
 use crate::helpers::{admin_url, count_at, execute_at, nats_url, run_to_exit, unique};
-use crate::services::temp_dir;
+use crate::services::{free_port, temp_dir};
 
 const MARK: &str = "# written by scripts/up; scripts/down --purge removes it";
 
@@ -75,7 +75,7 @@ async fn purge_removes_what_up_created_and_nothing_else() {
     std::fs::write(
         root.join(".run/created"),
         format!(
-            "database {base}/{ours} -\nstreams {nats} {ours_stream} -\nenv DATABASE_URL\ndir volumes/pg-local\n",
+            "database {base}/{ours} -\nstream {nats} {ours_stream} -\nstream {nats} {ours_stream}_DLQ -\nenv DATABASE_URL\ndir volumes/pg-local\n",
             nats = nats_url()
         ),
     )
@@ -153,4 +153,101 @@ async fn purge_removes_what_up_created_and_nothing_else() {
     );
     assert_eq!(created, "", "what was purged is forgotten");
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A copy of scripts/down and scripts/services.sh in a directory of its
+/// own, with `.run/created` as scripts/up would have left it.
+fn purge_dir(created: &str) -> PathBuf {
+    let dir = temp_dir("order-cache-purge");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.join("scripts")).expect("scripts");
+    std::fs::create_dir_all(dir.join(".run")).expect(".run");
+    for f in ["down", "services.sh"] {
+        std::fs::copy(root.join("scripts").join(f), dir.join("scripts").join(f)).expect("copy");
+    }
+    std::fs::write(dir.join(".run/created"), created).expect("created");
+    dir
+}
+
+async fn purge(dir: &Path, nats_url: Option<&str>) -> String {
+    let mut command = tokio::process::Command::new(dir.join("scripts/down"));
+    command.arg("--purge").env_remove("NATS_URL");
+    if let Some(url) = nats_url {
+        command.env("NATS_URL", url);
+    }
+    let (status, output) = run_to_exit(&mut command, Duration::from_secs(60)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{output}");
+    output
+}
+
+async fn streams_named(name: &str) -> (async_nats::jetstream::Context, [String; 2]) {
+    let client = async_nats::connect(nats_url()).await.expect("NATS");
+    let js = async_nats::jetstream::new(client);
+    let names = [name.to_owned(), format!("{name}_DLQ")];
+    for n in &names {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: n.clone(),
+            subjects: vec![format!("purge.{}", n.to_lowercase())],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+    }
+    (js, names)
+}
+
+fn stream_name(prefix: &str) -> String {
+    format!("{prefix}{:08X}", rand::random::<u32>())
+}
+
+/// scripts/up recorded the streams it let the server create in one NATS;
+/// `--purge` deletes them there, never in whatever NATS_URL names when it
+/// runs, where streams of the same name are not up's.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_deletes_streams_only_in_the_nats_up_created_them_in() {
+    let name = stream_name("PURGE_ELSEWHERE");
+    let (js, names) = streams_named(&name).await;
+    // up ran against another NATS (nothing listens there now).
+    let elsewhere = format!("nats://127.0.0.1:{}", free_port());
+    let dir = purge_dir(&format!(
+        "stream {elsewhere} {name} -\nstream {elsewhere} {name}_DLQ -\n"
+    ));
+
+    let output = purge(&dir, Some(&nats_url())).await;
+
+    let mut survived = Vec::new();
+    for n in &names {
+        if js.get_stream(n).await.is_ok() {
+            survived.push(n.clone());
+            let _ = js.delete_stream(n).await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(survived, names, "deleted where up never ran: {output}");
+}
+
+/// A dead-letter stream that existed before up (it outlived its orders
+/// stream) is not recorded with the orders stream up saw missing, and
+/// `--purge` keeps it, dead letters and all.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_keeps_a_dead_letter_stream_that_existed_before_up() {
+    let name = stream_name("PURGE_DLQ_KEPT");
+    let (js, names) = streams_named(&name).await;
+    // Before up: only the dead-letter stream. up finds `name` missing and
+    // records it; the server then creates it (here: already created).
+    let dir = purge_dir(&format!("stream {} {name} -\n", nats_url()));
+
+    let output = purge(&dir, None).await;
+
+    let dlq_kept = js.get_stream(&names[1]).await.is_ok();
+    for n in &names {
+        let _ = js.delete_stream(n).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        dlq_kept,
+        "{} deleted though up did not create it: {output}",
+        names[1]
+    );
 }
