@@ -100,3 +100,47 @@ async fn the_running_service_conforms_to_its_openapi_document() {
     let _ = std::fs::remove_dir_all(&reports);
     app.stop().await.expect("clean stop");
 }
+
+/// The document reads, to a YAML parser, as what its authors wrote. An
+/// unquoted comma inside a flow mapping ends the value there:
+/// `{ type: integer, description: Messages dead-lettered, whatever the
+/// reason. }` gives `dead_letters` a key `whatever the reason.` with no
+/// value (so does `payment_dt`'s `Unix time, seconds`), which the OpenAPI
+/// 3.0 schema forbids: openapi-spec-validator and openapi-core refuse the
+/// whole document ("is not valid under any of the given schemas"), so a
+/// client generated or validated from it cannot be had. schemathesis is
+/// lenient and does not notice. Read with the PyYAML schemathesis brings.
+#[test]
+fn every_key_in_the_openapi_document_has_a_value() {
+    let schemathesis = require_tool(
+        "schemathesis",
+        "SCHEMATHESIS",
+        "install it (pip install schemathesis)",
+    );
+    let python = schemathesis.with_file_name("python");
+    let document = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.yaml");
+    let script = r#"
+import sys, yaml
+def walk(node, path):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if value is None:
+                print("/".join(path + [str(key)]))
+            walk(value, path + [str(key)])
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            walk(value, path + [str(i)])
+walk(yaml.safe_load(open(sys.argv[1], encoding="utf-8")), [])
+"#;
+    let output = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(&document)
+        .output()
+        .expect("run schemathesis' python");
+    assert!(output.status.success(), "{output:?}");
+    let empty = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        empty.trim().is_empty(),
+        "keys without a value (an unquoted ', ' in a flow mapping?):\n{empty}"
+    );
+}
