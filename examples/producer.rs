@@ -86,6 +86,14 @@ impl Orders {
         let template = |bytes: &[u8], what: &str| -> anyhow::Result<Orders> {
             let order: Value =
                 serde_json::from_slice(bytes).with_context(|| format!("{what} is not JSON"))?;
+            // Each copy gets its own id (and payment's transaction): the
+            // order must be an object, and its payment too if it has one.
+            if !order.is_object() {
+                anyhow::bail!("{what} is not an order: an order is a JSON object");
+            }
+            if order.get("payment").is_some_and(|p| !p.is_object()) {
+                anyhow::bail!("{what} is not an order: its payment is not a JSON object");
+            }
             Ok(Orders::Template(order))
         };
         if let Some(file) = &args.file {
@@ -112,8 +120,12 @@ impl Orders {
             Orders::Template(template) => {
                 let uid = nuid::next().to_string();
                 let mut order = template.clone();
-                order["order_uid"] = Value::String(uid.clone());
-                order["payment"]["transaction"] = Value::String(uid.clone());
+                if let Some(order) = order.as_object_mut() {
+                    order.insert("order_uid".into(), Value::String(uid.clone()));
+                    if let Some(payment) = order.get_mut("payment").and_then(Value::as_object_mut) {
+                        payment.insert("transaction".into(), Value::String(uid.clone()));
+                    }
+                }
                 Ok((uid, serde_json::to_vec(&order)?.into()))
             }
         }
@@ -155,6 +167,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let traces = Traces::from_env()?;
     let mut orders = Orders::from_args(&args)?;
+    let period = match args.rate {
+        Some(rate) if rate > 0.0 => Duration::try_from_secs_f64(1.0 / rate)
+            .with_context(|| format!("--rate {rate}: not an interval between orders"))?,
+        _ => Duration::try_from_secs_f64(args.interval.max(0.0))
+            .with_context(|| format!("--interval {}: not a number of seconds", args.interval))?,
+    };
     let nats_url = order_cache::NatsUrl::parse(&args.nats_url);
     let client = nats_url
         .connect(async_nats::ConnectOptions::new())
@@ -175,10 +193,6 @@ async fn main() -> anyhow::Result<()> {
         println!("publishing {}", orders.describe());
     }
 
-    let period = match args.rate {
-        Some(rate) if rate > 0.0 => Duration::from_secs_f64(1.0 / rate),
-        _ => Duration::from_secs_f64(args.interval.max(0.0)),
-    };
     let mut ticker = tokio::time::interval(period.max(Duration::from_micros(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     // Acks are awaited in windows so a high rate is not one round trip each.

@@ -127,3 +127,62 @@ async fn a_producer_copied_out_of_its_build_tree_publishes_the_example_or_a_give
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--file` with JSON that is not an object (an array, a string), or whose
+/// `payment` is not an object, is outside input: refused with an error that
+/// names the file, not a panic (setting the fresh id panicked on such
+/// values, exit status 101). So is an interval no clock can wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_is_not_an_order_object_is_refused_with_an_error_not_a_panic() {
+    let streams = TestStreams::new();
+    let dir = temp_dir("order-cache-producer-file");
+    let producer = server_bin().with_file_name("producer");
+    for (name, content) in [
+        ("array.json", "[1, 2]"),
+        ("string.json", "\"an order\""),
+        (
+            "payment.json",
+            "{\"order_uid\": \"x\", \"payment\": \"cash\"}",
+        ),
+    ] {
+        std::fs::write(dir.join(name), content).expect("write");
+        let (status, output) = run_to_exit(
+            tokio::process::Command::new(&producer)
+                .args(["--file", name, "--count", "1", "--interval", "0"])
+                .current_dir(&dir)
+                .env("NATS_URL", &streams.nats_url)
+                .env("ORDERS_SUBJECT", &streams.config.subject)
+                .env_remove("RUST_BACKTRACE"),
+            Duration::from_secs(60),
+        )
+        .await;
+
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{name}: {output}");
+        assert!(!output.contains("panicked"), "{name}: {output}");
+        assert!(output.contains(name), "the error names the file: {output}");
+    }
+    for args in [
+        ["--interval", "inf"],
+        ["--interval", "1e30"],
+        ["--rate", "1e-30"],
+    ] {
+        let (status, output) = run_to_exit(
+            tokio::process::Command::new(&producer)
+                .args(args)
+                .args(["--count", "1"])
+                .current_dir(&dir)
+                .env("NATS_URL", &streams.nats_url)
+                .env("ORDERS_SUBJECT", &streams.config.subject)
+                .env_remove("RUST_BACKTRACE"),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{args:?}: {output}");
+        assert!(!output.contains("panicked"), "{args:?}: {output}");
+        assert!(
+            output.contains(args[0]),
+            "the error names the flag: {output}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
