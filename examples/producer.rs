@@ -135,10 +135,11 @@ impl Orders {
     fn describe(&self) -> String {
         match self {
             Orders::Generated(g) => format!(
-                "generated orders of 1 to {} items, seed {} (--seed {} publishes the same ones again)",
+                "generated orders of 1 to {} items, seed {} (--seed {} --max-items {} publishes the same ones again)",
                 g.max_items(),
                 g.seed(),
-                g.seed()
+                g.seed(),
+                g.max_items()
             ),
             Orders::Template(_) => "the template order, each time with a fresh id".to_owned(),
         }
@@ -199,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
     let mut pending: Vec<Pending> = Vec::new();
     let mut sent = 0u64;
     let mut garbage = 0usize;
+    let mut already = 0usize;
     let mut progress = Progress::new(args.quiet);
     while args.count.is_none_or(|n| sent < n) {
         ticker.tick().await;
@@ -229,11 +231,17 @@ async fn main() -> anyhow::Result<()> {
         sent += 1;
         progress.order(sent, garbage, &uid);
         if pending.len() >= 256 || period >= Duration::from_millis(100) {
-            confirm(&js, &args.orders_subject, &mut pending).await;
+            already += confirm(&js, &args.orders_subject, &mut pending).await;
         }
     }
-    confirm(&js, &args.orders_subject, &mut pending).await;
+    already += confirm(&js, &args.orders_subject, &mut pending).await;
     progress.finish(sent, garbage);
+    if already > 0 {
+        eprintln!(
+            "{already} of them the stream already held (the same ids within its duplicate window, \
+             as from the same --seed again): not stored again"
+        );
+    }
     match &orders {
         Orders::Generated(g) => eprintln!(
             "published {sent} orders (seed {}) and {garbage} garbage messages",
@@ -454,24 +462,33 @@ async fn publish(
 }
 
 /// Waits for every pending ack; re-sends (same message id) what was not
-/// confirmed, until all are.
-async fn confirm(js: &jetstream::Context, subject: &str, pending: &mut Vec<Pending>) {
+/// confirmed, until all are. Returns how many of the first sends the stream
+/// already held (the same id within its duplicate window: not stored
+/// again). A re-send's duplicate is the first send, stored after all.
+async fn confirm(js: &jetstream::Context, subject: &str, pending: &mut Vec<Pending>) -> usize {
+    let mut already = 0;
+    let mut resending = false;
     while !pending.is_empty() {
         let mut failed = Vec::new();
         for mut p in pending.drain(..) {
             if let Some(ack) = p.ack.take() {
-                if let Err(e) = ack.await {
-                    warn(format_args!("publish not confirmed ({e}); re-sending"));
-                    failed.push(p);
+                match ack.await {
+                    Ok(ack) => already += usize::from(ack.duplicate && !resending),
+                    Err(e) => {
+                        warn(format_args!("publish not confirmed ({e}); re-sending"));
+                        failed.push(p);
+                    }
                 }
             }
         }
         if failed.is_empty() {
-            return;
+            break;
         }
+        resending = true;
         tokio::time::sleep(Duration::from_secs(1)).await;
         for p in failed {
             publish(js, subject, p.headers, p.payload, pending).await;
         }
     }
+    already
 }

@@ -14,6 +14,16 @@ use crate::services::{server_bin, temp_dir};
 /// Runs `producer` with `args` against the app's stream, from `dir`, and
 /// returns the ids it printed.
 async fn produce(producer: &Path, dir: &Path, streams: &TestStreams, args: &[&str]) -> Vec<String> {
+    produce_said(producer, dir, streams, args).await.0
+}
+
+/// [`produce`], and all it printed.
+async fn produce_said(
+    producer: &Path,
+    dir: &Path,
+    streams: &TestStreams,
+    args: &[&str],
+) -> (Vec<String>, String) {
     let (status, output) = run_to_exit(
         tokio::process::Command::new(producer)
             .args(args)
@@ -26,10 +36,11 @@ async fn produce(producer: &Path, dir: &Path, streams: &TestStreams, args: &[&st
     .await;
     assert!(status.is_some_and(|s| s.success()), "{output}");
     // Not a terminal: a line per order, "order N published: <id>".
-    output
+    let ids = output
         .lines()
         .filter_map(|l| l.split_once(" published: ").map(|(_, id)| id.to_owned()))
-        .collect()
+        .collect();
+    (ids, output)
 }
 
 async fn orders(app: &TestApp, ids: &[String]) -> Vec<Value> {
@@ -70,7 +81,7 @@ async fn by_default_the_producer_publishes_varied_orders_that_are_all_stored_and
         .as_str()
         .is_some_and(|d| d.starts_with(&year))));
 
-    let again = produce(
+    let (again, said) = produce_said(
         &producer,
         &here,
         &streams,
@@ -78,6 +89,12 @@ async fn by_default_the_producer_publishes_varied_orders_that_are_all_stored_and
     )
     .await;
     assert_eq!(again, ids, "the same seed publishes the same orders");
+    // Which the stream already holds: the producer says they were not
+    // stored again, rather than only "published".
+    assert!(
+        said.contains("40 of them the stream already held"),
+        "{said}"
+    );
     let other = produce(
         &producer,
         &here,
