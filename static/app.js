@@ -611,6 +611,7 @@ async function fetchLive() {
 // over the last CHART_WINDOW ms, as tall as its rate against the highest
 // in view. Drawn with SVG elements made one by one (no markup parsed).
 const CHART_WINDOW = 5 * 60 * 1000;
+const CHART_MIN_INTERVAL = 1000;
 const CHART_W = 300;
 const CHART_H = 40;
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -659,7 +660,12 @@ async function loadLive() {
   if (lastLive && at > lastLive.at && s.orders_ingested >= lastLive.ingested) {
     const perSecond = (s.orders_ingested - lastLive.ingested) * 1000 / (at - lastLive.at);
     rate = RATE.format(perSecond);
-    rates.push({ from: lastLive.at, to: at, rate: perSecond });
+    // The first, short interval is shown as a number only: at a slow
+    // pace one order in half a second reads as a peak the chart would
+    // scale every later bar against.
+    if (at - lastLive.at >= CHART_MIN_INTERVAL) {
+      rates.push({ from: lastLive.at, to: at, rate: perSecond });
+    }
   }
   lastLive = { at, ingested: s.orders_ingested };
   drawChart(at);

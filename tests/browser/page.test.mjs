@@ -791,7 +791,7 @@ check("the strip charts orders ingested per second, and shows a rate soon after 
   // against the highest, the highest the chart's whole height.
   await stripUntil(page, "the rate back to 0", (s) => s.rate === "0" && answered > counts.length, 15_000);
   const bars = await chartBars(page);
-  assert.ok(bars.length >= 4, `a bar per interval: ${JSON.stringify(bars)}`);
+  assert.ok(bars.length >= 3, `a bar per full interval: ${JSON.stringify(bars)}`);
   assert.ok(bars.every((b) => b.tag === "rect"), "only bars are drawn");
   assert.deepEqual(bars.map((b) => b.x), [...bars.map((b) => b.x)].sort((a, b) => a - b), "oldest on the left");
   assert.ok(bars.every((b) => b.x >= 0 && b.x <= 300));
@@ -800,7 +800,10 @@ check("the strip charts orders ingested per second, and shows a rate soon after 
   for (const b of bars) {
     assert.ok(Math.abs(b.height - 40 * b.rate / peak) < 0.02, `a bar as tall as its rate: ${JSON.stringify(b)}`);
   }
-  assert.equal(bars[0].height, 0, "no orders, no bar");
+  // The first interval, half a second, is not charted: at a slow pace it
+  // reads as a peak every later bar is scaled against.
+  assert.ok(bars[0].rate > 20 && bars[0].rate < 30, `the first bar is the first full interval, 0 to 50 orders: ${JSON.stringify(bars[0])}`);
+  assert.ok(bars.some((b) => b.height === 0), "no orders, no bar");
   const note = await page.locator("#live-chart-note").textContent();
   assert.match(note, /^Last 5 min: peak [0-9.]+ \/ s$/);
   assert.equal(await page.locator("#live-chart-title").textContent(), `Orders ingested per second. ${note}`);
