@@ -42,6 +42,11 @@ ENGINE_DIR=${ENGINE_DIR:-/var/tmp/order-cache-engine-$$}
 STANDIN_CACHE=${STANDIN_CACHE:-$PWD/target/docker-standins}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 ENGINE_STARTED=
+# Whether /run/netns was a mount point before this check (`ip netns add`
+# makes it one, and `ip netns delete` leaves it).
+NETNS_MOUNTED_BEFORE=
+# The stand-ins' work folder while they are built, for the cleanup.
+STANDIN_WORK=
 
 # in_engine_net COMMAND...: runs COMMAND in the engine's network namespace
 # (only the network: the mounts and cgroups stay the machine's).
@@ -58,8 +63,10 @@ engine_start() {
     echo "an engine already runs in $ENGINE_DIR: stop it (kill \$(cat $ENGINE_DIR/dockerd.pid)) or choose another ENGINE_DIR" >&2
     return 1
   fi
+  reap_stale_engines
   rm -rf "$ENGINE_DIR"
   mkdir -p "$ENGINE_DIR"
+  if mountpoint -q /run/netns; then NETNS_MOUNTED_BEFORE=1; fi
   ip netns add "$ENGINE_NETNS" 2>/dev/null || true
   in_engine_net ip link set lo up
   ENGINE_STARTED=1
@@ -80,22 +87,55 @@ engine_start() {
 
 # engine_stop: stops what engine_start started, and forgets its images.
 engine_stop() {
+  if [ -n "$STANDIN_WORK" ]; then
+    # Interrupted while a stand-in was being built: its chroot's /proc.
+    unmount_under "$STANDIN_WORK"
+    unmount_under "$STANDIN_CACHE"
+    rm -rf "$STANDIN_WORK"
+    STANDIN_WORK=
+  fi
   [ -n "$ENGINE_STARTED" ] || return 0
-  local pid
-  pid=$(cat "$ENGINE_DIR/dockerd.pid" 2>/dev/null || true)
+  engine_remove "$ENGINE_DIR" "$ENGINE_NETNS"
+  ENGINE_STARTED=
+  # The last namespace gone: /run/netns as it was before.
+  if [ -z "$NETNS_MOUNTED_BEFORE" ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+    umount /run/netns 2>/dev/null || true
+  fi
+}
+
+# engine_remove DIR NETNS: stops the engine of data folder DIR (and its
+# containers), unmounts what it mounted, removes its namespace and DIR.
+engine_remove() {
+  local dir=$1 netns=$2 pid
+  pid=$(cat "$dir/dockerd.pid" 2>/dev/null || true)
   if [ -n "$pid" ]; then
-    # Containers still running are stopped with it.
     stop_pid "$pid" dockerd 30 || true
   fi
   # dockerd's containerd follows it; wait so that the mounts are gone.
   for _ in $(seq 1 100); do
-    pgrep -f "$ENGINE_DIR/exec/containerd" >/dev/null || break
+    pgrep -f "$dir/exec/containerd" >/dev/null || break
     sleep 0.1
   done
-  unmount_under "$ENGINE_DIR"
-  ip netns delete "$ENGINE_NETNS" 2>/dev/null || true
-  rm -rf "$ENGINE_DIR"
-  ENGINE_STARTED=
+  unmount_under "$dir"
+  ip netns delete "$netns" 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+# reap_stale_engines: the engines of checks that were killed (SIGKILL, a
+# lost session) and so never stopped theirs: each is named by its check's
+# process id, which no longer runs.
+reap_stale_engines() {
+  local dir pid
+  for dir in /var/tmp/order-cache-engine-*; do
+    [ -d "$dir" ] || continue
+    pid=${dir##*-}
+    [[ $pid =~ ^[0-9]+$ ]] || continue
+    [ "$pid" != "$$" ] || continue
+    if ! pid_runs "$pid" check-docker; then
+      echo "removing the engine of a check that was killed (process $pid): $dir"
+      engine_remove "$dir" "order-cache-check-$pid"
+    fi
+  done
 }
 
 # unmount_under DIR: unmounts whatever is mounted at or under DIR, deepest
@@ -181,6 +221,7 @@ import() {
 standin_images() {
   local work key
   work=$(mktemp -d /var/tmp/order-cache-standins.XXXXXX)
+  STANDIN_WORK=$work
   key=$(cat "${BASH_SOURCE[0]}" Cargo.lock <(rustc -V) | sha256sum | cut -c1-16)
   local name
   for name in debian:bookworm-slim rust:1.89.0-bookworm postgres:15.3 nats:2.10-alpine; do
@@ -190,11 +231,12 @@ standin_images() {
       echo "stand-in $name: loaded from $saved"
       continue
     fi
-    "standin_${name%%:*}" "$work" || { rm -rf "$work"; return 1; }
+    "standin_${name%%:*}" "$work" || return 1
     rm -f "$STANDIN_CACHE"/"${name//[:\/]/_}"-*.tar
     docker save -o "$saved.part" "$name" && mv "$saved.part" "$saved"
   done
   rm -rf "$work"
+  STANDIN_WORK=
 }
 
 standin_debian() {
