@@ -70,16 +70,7 @@ async fn a_dot_env_line_the_server_cannot_parse_is_not_printed_password_and_all(
         ),
     )
     .expect("write .env");
-    let mut command = tokio::process::Command::new(server_bin());
-    command
-        .current_dir(&dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("NATS_URL")
-        .env_remove("POSTGRES_PASSWORD")
-        .env("STARTUP_TIMEOUT", "1")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info");
-    let (_, output) = run_to_exit(&mut command, Duration::from_secs(30)).await;
+    let output = failed_start(&dir, &[]).await;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         !output.contains("s3cret"),
@@ -116,15 +107,7 @@ async fn the_scripts_and_the_server_read_the_same_database_url_from_dot_env() {
         .expect("bash");
     let scripts = String::from_utf8_lossy(&scripts.stdout).trim().to_owned();
 
-    let mut command = tokio::process::Command::new(server_bin());
-    command
-        .current_dir(&dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("NATS_URL")
-        .env("STARTUP_TIMEOUT", "1")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info");
-    let (_, output) = run_to_exit(&mut command, Duration::from_secs(30)).await;
+    let output = failed_start(&dir, &[]).await;
     let _ = std::fs::remove_dir_all(&dir);
     let db = scripts.rsplit('/').next().unwrap_or_default().to_owned();
     assert!(

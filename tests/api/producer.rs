@@ -154,6 +154,23 @@ async fn a_file_that_is_not_an_order_object_is_refused_with_an_error_not_a_panic
     let streams = TestStreams::new();
     let dir = temp_dir("order-cache-producer-file");
     let producer = server_bin().with_file_name("producer");
+    // Runs the producer with `args`; it must refuse them, naming `what`.
+    let refused = |args: Vec<&'static str>, what: &'static str| {
+        let mut command = tokio::process::Command::new(&producer);
+        command
+            .args(&args)
+            .args(["--count", "1"])
+            .current_dir(&dir)
+            .env("NATS_URL", &streams.nats_url)
+            .env("ORDERS_SUBJECT", &streams.config.subject)
+            .env_remove("RUST_BACKTRACE");
+        async move {
+            let (status, output) = run_to_exit(&mut command, Duration::from_secs(60)).await;
+            assert_eq!(status.and_then(|s| s.code()), Some(1), "{args:?}: {output}");
+            assert!(!output.contains("panicked"), "{args:?}: {output}");
+            assert!(output.contains(what), "the error names {what}: {output}");
+        }
+    };
     for (name, content) in [
         ("array.json", "[1, 2]"),
         ("string.json", "\"an order\""),
@@ -163,43 +180,10 @@ async fn a_file_that_is_not_an_order_object_is_refused_with_an_error_not_a_panic
         ),
     ] {
         std::fs::write(dir.join(name), content).expect("write");
-        let (status, output) = run_to_exit(
-            tokio::process::Command::new(&producer)
-                .args(["--file", name, "--count", "1", "--interval", "0"])
-                .current_dir(&dir)
-                .env("NATS_URL", &streams.nats_url)
-                .env("ORDERS_SUBJECT", &streams.config.subject)
-                .env_remove("RUST_BACKTRACE"),
-            Duration::from_secs(60),
-        )
-        .await;
-
-        assert_eq!(status.and_then(|s| s.code()), Some(1), "{name}: {output}");
-        assert!(!output.contains("panicked"), "{name}: {output}");
-        assert!(output.contains(name), "the error names the file: {output}");
+        refused(vec!["--file", name, "--interval", "0"], name).await;
     }
-    for args in [
-        ["--interval", "inf"],
-        ["--interval", "1e30"],
-        ["--rate", "1e-30"],
-    ] {
-        let (status, output) = run_to_exit(
-            tokio::process::Command::new(&producer)
-                .args(args)
-                .args(["--count", "1"])
-                .current_dir(&dir)
-                .env("NATS_URL", &streams.nats_url)
-                .env("ORDERS_SUBJECT", &streams.config.subject)
-                .env_remove("RUST_BACKTRACE"),
-            Duration::from_secs(60),
-        )
-        .await;
-        assert_eq!(status.and_then(|s| s.code()), Some(1), "{args:?}: {output}");
-        assert!(!output.contains("panicked"), "{args:?}: {output}");
-        assert!(
-            output.contains(args[0]),
-            "the error names the flag: {output}"
-        );
-    }
+    refused(vec!["--interval", "inf"], "--interval").await;
+    refused(vec!["--interval", "1e30"], "--interval").await;
+    refused(vec!["--rate", "1e-30"], "--rate").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
