@@ -64,20 +64,34 @@ pub(crate) fn redact_database_url(url: &str) -> String {
     redact_key_values(url)
 }
 
-/// Whether the client would read part of a password as the user name: a
-/// URL with an unescaped `@` in a `password=` parameter
-/// (`postgres://db/orders?password=a@b` connects as user
-/// `db/orders?password=a`), which the server would then repeat in its
-/// error. Such a URL must be refused before it is used.
+/// Whether the client would read part of a password as the user name or
+/// the host: a URL with more than one unescaped `@` (the client's
+/// credentials end at the first, so a raw `@` in a password, as a
+/// `password=` parameter or after `user:`, leaves the rest of the password
+/// to be read as the host, path or user: `postgres://db/orders?password=a@b`
+/// connects as user `db/orders?password=a` to host `b`). Such a URL must be
+/// refused before it is used: the host would be looked up, and the server
+/// would repeat the user in its errors.
 pub(crate) fn database_url_is_misread(url: &str) -> bool {
     ["postgres://", "postgresql://"].iter().any(|scheme| {
-        url.strip_prefix(scheme)
-            .and_then(|rest| rest.split_once('@'))
-            .is_some_and(|(credentials, _)| {
-                let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
-                shown_user(user) == HIDDEN
-            })
+        url.strip_prefix(scheme).is_some_and(|rest| {
+            rest.matches('@').count() > 1
+                || rest
+                    .split_once('@')
+                    .is_some_and(|(credentials, _)| credentials_misread(credentials))
+        })
     })
+}
+
+/// Whether the text before a URL's first `@` can only be a misreading: a
+/// user name the client got from a path or parameters, or parameters that
+/// give a `password=` (its raw `@` ended the credentials).
+fn credentials_misread(credentials: &str) -> bool {
+    let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
+    shown_user(user) == HIDDEN
+        || credentials
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|kv| kv.starts_with("password=")))
 }
 
 /// The part of a `postgres://` URL after the scheme, read as tokio-postgres'
@@ -86,14 +100,15 @@ fn redact_postgres_url(rest: &str) -> String {
     let mut out = String::with_capacity(rest.len());
     let mut rest = rest;
     if let Some(first_at) = rest.find('@') {
+        if credentials_misread(&rest[..first_at]) {
+            // Part of a password, wherever the client would put it.
+            return HIDDEN.to_owned();
+        }
         // The client's credentials end at the first '@'. A password with an
-        // unescaped '@' (which the client then misreads) leaves the rest of
-        // itself before the host, so hide up to the last '@' before the
-        // parameters.
-        let query = rest[first_at..]
-            .find('?')
-            .map_or(rest.len(), |i| first_at + i);
-        let at = rest[..query].rfind('@').unwrap_or(first_at);
+        // unescaped '@' (which the client then misreads, and the service
+        // refuses) leaves the rest of itself before a later '@': hide up to
+        // the last one. An '@' in a parameter's value is hidden with it.
+        let at = rest.rfind('@').unwrap_or(first_at);
         let credentials = &rest[..at];
         match credentials.split_once(':') {
             Some((user, _)) => {
@@ -295,6 +310,20 @@ impl NatsUrl {
                         shown: HIDDEN.to_owned(),
                     };
                 };
+                // A NATS address has no path, query or fragment: one that
+                // seems to has a password with a raw '/', '?' or '#' (or
+                // '@' before them) that the URL reading split, taking part
+                // of the password as the host. Nothing of it is shown, and
+                // `connect` refuses it rather than look that host up.
+                let url = addr.clone().into_inner();
+                let path_misread =
+                    matches!(url.scheme(), "nats" | "tls") && !matches!(url.path(), "" | "/");
+                if url.query().is_some() || url.fragment().is_some() || path_misread {
+                    return NatsServer {
+                        addr: String::new(),
+                        shown: HIDDEN.to_owned(),
+                    };
+                }
                 let found = NatsCredentials::of(&addr);
                 let mut bare = addr.into_inner();
                 let mut shown = bare.clone();
@@ -352,6 +381,10 @@ impl NatsUrl {
     /// The client's, when no server can be reached or a server cannot be
     /// read; they do not repeat the URL.
     pub async fn connect(&self, options: ConnectOptions) -> Result<Client, ConnectError> {
+        if self.servers.iter().any(|s| s.addr.is_empty()) {
+            // A server misread above: its "host" may be part of a password.
+            return Err(ConnectError::new(async_nats::ConnectErrorKind::ServerParse));
+        }
         self.options(options).connect(self.addrs()).await
     }
 }
@@ -460,7 +493,18 @@ mod tests {
                 "postgres:///o?host=%2Ftmp&password=***",
             ),
             // The client reads `db/o?password=s3c` as the user here.
-            ("postgres://db/o?password=s3c@ret", "postgres://***@ret"),
+            ("postgres://db/o?password=s3c@ret", "postgres://***"),
+            // With a port, whose ':' is not the user's.
+            (
+                "postgres://127.0.0.1:5432/o?user=app&password=s3c@ret",
+                "postgres://***",
+            ),
+            // A raw '@' then '?', '#' or '/' in a user's password.
+            (
+                "postgres://app:s3@ss/w#rd?x@127.0.0.1:1/o",
+                "postgres://app:***@127.0.0.1:1/o",
+            ),
+            ("postgres://app:s3@ss?w=rd@db/o", "postgres://app:***@db/o"),
             ("postgres://db/o?s3cret", "postgres://db/o?***"),
             // A raw '&' in a password: its tail reads as a key.
             (
@@ -484,7 +528,13 @@ mod tests {
         assert!(database_url_is_misread(
             "postgresql://db/o?password=a@b:1/o"
         ));
+        assert!(database_url_is_misread(
+            "postgres://127.0.0.1:5432/o?user=app&password=a@b"
+        ));
+        assert!(database_url_is_misread("postgres://app:a@b/c?d@db/o"));
+        assert!(database_url_is_misread("postgres://app:a@b@db/o"));
         assert!(!database_url_is_misread("postgres://app:a%40b@db/o"));
+        assert!(!database_url_is_misread("postgres://app:a/b?c#d@db/o"));
         assert!(!database_url_is_misread("postgres://app@db/o?password=x"));
         assert!(!database_url_is_misread("host=db password=a@b"));
     }
@@ -530,10 +580,30 @@ mod tests {
             ("nats://n1:4222", "nats://n1:4222"),
             ("nats://app:s3cret@n1:port", "***"),
             ("http://app:s3cret@n1", "***"),
+            // Raw '@' then '?', '#' or '/' in the password: the URL reading
+            // makes a host of part of it.
+            ("nats://app:s3@ng?pa#ss/word@n1:4222", "***"),
+            ("nats://app:s3@ng#pass@n1:4222", "***"),
+            ("nats://app:s3@b/c@n1:4222", "***"),
+            (
+                "nats://n1:4222,nats://app:s3@b/c@n2:4222",
+                "nats://n1:4222,***",
+            ),
         ] {
             assert_eq!(NatsUrl::parse(url).to_string(), shown, "{url}");
             assert!(!format!("{:?}", NatsUrl::parse(url)).contains("s3"));
         }
+    }
+
+    #[tokio::test]
+    async fn a_misread_nats_address_is_refused_before_any_host_is_looked_up() {
+        let url = NatsUrl::parse("nats://app:s3@ng?pa#ss/word@127.0.0.1:4222");
+        let e = url
+            .connect(ConnectOptions::new())
+            .await
+            .expect_err("refused");
+        assert_eq!(e.kind(), async_nats::ConnectErrorKind::ServerParse);
+        assert!(!e.to_string().contains("s3") && !e.to_string().contains("ng"));
     }
 
     #[test]

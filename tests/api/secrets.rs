@@ -357,3 +357,54 @@ async fn the_tools_show_no_nats_secret_when_they_cannot_connect() {
         .await;
     }
 }
+
+/// Passwords with a raw `@` followed by `?`, `#` or `/`, in a URL's user
+/// part, a `password=` parameter (with a port, whose `:` is not the
+/// user's), or a NATS address: the client would read part of the password
+/// as a host, so the service refuses the URL, and prints nothing of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_with_a_raw_at_and_question_mark_hash_or_slash_is_not_printed() {
+    let dir = crate::services::temp_dir("order-cache-redact");
+    let nats = crate::helpers::nats_url();
+    for (database_url, nats_url, secret) in [
+        (
+            "postgres://postgres:p@ss/w#rd?x@127.0.0.1:1/postgres",
+            nats.as_str(),
+            "w#rd",
+        ),
+        (
+            "postgres://postgres:p@ss?w=rd@127.0.0.1:1/postgres",
+            nats.as_str(),
+            "@ss",
+        ),
+        (
+            "postgres://127.0.0.1:1/postgres?user=postgres&password=s3cr@tpass",
+            nats.as_str(),
+            "tpass",
+        ),
+        (
+            "postgres://postgres@127.0.0.1:1/postgres",
+            "nats://app:wr@ng?pa#ss/word@127.0.0.1:1",
+            "ss/word",
+        ),
+    ] {
+        let mut command = tokio::process::Command::new(crate::services::server_bin());
+        command
+            .current_dir(&dir)
+            .env("DATABASE_URL", database_url)
+            .env("NATS_URL", nats_url)
+            .env("STARTUP_TIMEOUT", "1")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "debug");
+        let (status, output) =
+            crate::helpers::run_to_exit(&mut command, std::time::Duration::from_secs(30)).await;
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{output}");
+        for part in [secret, "wr@ng", "@ng", "s3cr"] {
+            assert!(
+                !output.contains(part),
+                "part of the password of {database_url} / {nats_url} printed ({part}): {output}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
