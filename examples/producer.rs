@@ -159,11 +159,8 @@ const GARBAGE: &[&[u8]] = &[
 async fn main() -> anyhow::Result<()> {
     // NATS_URL as ./scripts/up wrote it to ./.env, under the environment.
     let dotenv = order_cache::dotenv::load().context("cannot read ./.env")?;
-    if dotenv.skipped > 0 {
-        eprintln!(
-            "warning: {} lines of ./.env that are not KEY=VALUE were skipped (quote a value that holds spaces)",
-            dotenv.skipped
-        );
+    if let Some(note) = dotenv.skipped_note() {
+        eprintln!("warning: {note}");
     }
     let args = Args::parse();
     let traces = Traces::from_env()?;

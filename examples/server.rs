@@ -152,12 +152,8 @@ fn main() {
                 taken = found.taken,
                 "settings read from ./.env where the environment gives none"
             );
-            if found.skipped > 0 {
-                tracing::warn!(
-                    skipped = found.skipped,
-                    "lines of ./.env that are not KEY=VALUE were skipped (quote a value \
-                     that holds spaces)"
-                );
+            if let Some(note) = found.skipped_note() {
+                tracing::warn!(skipped = found.skipped, "{note}");
             }
         }
         Ok(_) => {}

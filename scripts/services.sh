@@ -213,6 +213,14 @@ dotenv_set() {
   printf '%s\n%s=%s\n' "$DOTENV_MARK" "$1" "$2" >>.env
 }
 
+# nats_first_bare NATS_URL: the first server of the list, without its
+# credentials (what scripts/up records, and scripts/down compares).
+nats_first_bare() {
+  local first=${1%%,*} rest
+  rest=${first#*://}
+  echo "${first%%://*}://${rest#*@}"
+}
+
 # js_api NATS_URL SUBJECT: sends an empty JetStream API request (say
 # '$JS.API.STREAM.INFO.ORDERS') and prints the JSON reply, speaking the
 # NATS text protocol over bash's /dev/tcp, so that no NATS client need be

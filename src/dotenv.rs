@@ -18,6 +18,19 @@ pub struct DotEnv {
     pub skipped: usize,
 }
 
+impl DotEnv {
+    /// What to tell the operator about skipped lines, if any were.
+    pub fn skipped_note(&self) -> Option<String> {
+        (self.skipped > 0).then(|| {
+            format!(
+                "{} lines of ./.env that are not KEY=VALUE were skipped (quote a value that \
+                 holds spaces)",
+                self.skipped
+            )
+        })
+    }
+}
+
 /// Reads `./.env` in the working directory (not its parents): every
 /// `KEY=VALUE` whose key the environment does not set is set. Of two lines
 /// for one key the first wins, as in `scripts/services.sh`. A line that

@@ -821,11 +821,11 @@ fn explain(e: &anyhow::Error) -> String {
 async fn main() -> ExitCode {
     // NATS_URL as ./scripts/up wrote it to ./.env, under the environment.
     match order_cache::dotenv::load() {
-        Ok(dotenv) if dotenv.skipped > 0 => eprintln!(
-            "warning: {} lines of ./.env that are not KEY=VALUE were skipped (quote a value that holds spaces)",
-            dotenv.skipped
-        ),
-        Ok(_) => {}
+        Ok(dotenv) => {
+            if let Some(note) = dotenv.skipped_note() {
+                eprintln!("warning: {note}");
+            }
+        }
         Err(e) => {
             eprintln!("error: cannot read ./.env: {e}");
             return ExitCode::FAILURE;
